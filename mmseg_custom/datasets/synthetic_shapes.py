@@ -1,0 +1,235 @@
+"""A procedural segmentation data set: shapes and textures on noisy backgrounds.
+
+Each image holds a few objects of five classes told apart by their outline (circle, triangle,
+square) or their texture (stripes, checker); every object gets random colours and the background is
+a random colour gradient with low-frequency blotches and pixel noise, so colour alone never gives
+the class. It is made for the embedded demo (``tools/demo.py``): a data set a tiny model learns in
+minutes on a CPU, written once in mmseg's folder layout::
+
+    data_root/img_dir/{train,val}/00000.png   RGB images
+    data_root/ann_dir/{train,val}/00000.png   class index per pixel (0 = background)
+    data_root/.complete                       written last; holds the generation parameters
+
+Generation is deterministic: image ``i`` of a split depends only on ``(seed, split, i, size)``.
+Command line: ``python -m mmseg_custom.datasets.synthetic_shapes data/demo_shapes``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ('background', 'circle', 'triangle', 'square', 'stripes', 'checker')
+PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+           [245, 130, 48]]
+
+MARKER = '.complete'
+SPLITS = ('train', 'val')
+# Bump when the drawing code changes, so data written by an older version is regenerated.
+GENERATOR_VERSION = 1
+
+
+def _background(rng, size):
+    """Random two-colour linear gradient with low-frequency blotches (pixel noise comes last)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5)) * np.sqrt(2) + 0.5
+    c0, c1 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    img = c0 + t[..., None] * (c1 - c0)
+    # Low-frequency blotches: a coarse random grid upsampled bilinearly.
+    grid = rng.normal(0, 25, size=(5, 5, 3)).astype(np.float32)
+    blotch = np.asarray(
+        [np.asarray(Image.fromarray(grid[..., k]).resize((size, size), Image.BILINEAR))
+         for k in range(3)]).transpose(1, 2, 0)
+    return img + blotch
+
+
+def _contrasting_colour(rng, ref, min_dist=90.0):
+    """A random RGB colour at least ``min_dist`` away from ``ref`` (best of a few tries)."""
+    best, best_d = None, -1.0
+    for _ in range(20):
+        c = rng.uniform(0, 255, size=3).astype(np.float32)
+        d = float(np.linalg.norm(c - ref))
+        if d >= min_dist:
+            return c
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def _shape_mask(cls, rng, size, cy, cx, r):
+    """Boolean mask of one object of class ``cls`` centred at (cy, cx) with scale ``r`` (pixels)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    theta = rng.uniform(0, 2 * np.pi)
+    cos, sin = np.cos(theta), np.sin(theta)
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # object frame
+    name = CLASSES[cls]
+    if name == 'circle':
+        return dx**2 + dy**2 <= r**2
+    if name == 'square':
+        half = r * 0.886  # same area as the circle of radius r
+        return (np.abs(u) <= half) & (np.abs(v) <= half)
+    if name == 'triangle':
+        # Equilateral, circumradius R with area equal to the circle's: 1.299 R^2 = pi r^2.
+        big_r = r * 1.555
+        inside = np.ones_like(u, dtype=bool)
+        for k in range(3):
+            a = theta + k * 2 * np.pi / 3
+            # Half-plane bounded by the edge whose outward normal points at angle a.
+            inside &= (np.cos(a) * dx + np.sin(a) * dy) <= big_r / 2
+        return inside
+    # Textured classes: an ellipse of the circle's area, the class is in the fill pattern.
+    ratio = rng.uniform(0.7, 1.0)
+    a, b = r / np.sqrt(ratio), r * np.sqrt(ratio)
+    return (u / a)**2 + (v / b)**2 <= 1.0
+
+
+def _fill(cls, rng, size, ref):
+    """Per-pixel RGB fill of class ``cls`` for the whole canvas (masked by the caller)."""
+    name = CLASSES[cls]
+    col = _contrasting_colour(rng, ref)
+    if name not in ('stripes', 'checker'):
+        return np.broadcast_to(col, (size, size, 3))
+    col2 = _contrasting_colour(rng, col)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(5.0, 9.0)
+    u = np.cos(theta) * xx + np.sin(theta) * yy
+    if name == 'stripes':
+        on = np.floor(u / (period / 2)) % 2 == 0
+    else:
+        v = -np.sin(theta) * xx + np.cos(theta) * yy
+        on = (np.floor(u / (period / 2)) + np.floor(v / (period / 2))) % 2 == 0
+    return np.where(on[..., None], col, col2)
+
+
+def generate_sample(rng, size=112, max_objects=5):
+    """Draw one image and its label map.
+
+    Args:
+        rng (np.random.Generator): source of randomness.
+        size (int): image height and width. Default: 112.
+        max_objects (int): at most this many objects (at least 2). Default: 5.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: RGB image (size, size, 3) uint8 and label map (size, size)
+        uint8 with values in ``range(len(CLASSES))``.
+    """
+    img = _background(rng, size)
+    label = np.zeros((size, size), np.uint8)
+    n = int(rng.integers(2, max_objects + 1))
+    for _ in range(n):
+        cls = int(rng.integers(1, len(CLASSES)))
+        # Rejection sampling: keep objects mostly apart so each one shows its outline.
+        for _attempt in range(20):
+            r = rng.uniform(0.12, 0.22) * size
+            cy, cx = rng.uniform(0.1 * size, 0.9 * size, size=2)
+            mask = _shape_mask(cls, rng, size, cy, cx, r)
+            area = mask.sum()
+            if area > 0.02 * size * size and (label[mask] > 0).sum() <= 0.15 * area:
+                break
+        else:
+            continue
+        ref = img[mask].mean(axis=0)
+        img = np.where(mask[..., None], _fill(cls, rng, size, ref), img)
+        label[mask] = cls
+    img = img + rng.normal(0, rng.uniform(3, 12), size=img.shape)
+    return np.clip(img, 0, 255).round().astype(np.uint8), label
+
+
+def _sample_rng(seed, split, index):
+    return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+def _atomic_save(array, path):
+    tmp = f'{path}.tmp{os.getpid()}.png'
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+
+
+def dataset_is_complete(data_root, **params):
+    """True when ``data_root`` holds a finished data set made with exactly these parameters."""
+    marker = osp.join(data_root, MARKER)
+    if not osp.isfile(marker):
+        return False
+    with open(marker) as f:
+        try:
+            return json.load(f) == _marker_content(**params)
+        except json.JSONDecodeError:
+            return False
+
+
+def _marker_content(num_train, num_val, size, seed):
+    return dict(version=GENERATOR_VERSION, num_train=num_train, num_val=num_val, size=size,
+                seed=seed)
+
+
+def generate_dataset(data_root, num_train=2000, num_val=200, size=112, seed=0, verbose=True):
+    """Write the data set into ``data_root`` in mmseg layout, or reuse it if already complete.
+
+    An interrupted run leaves no marker, so the next call starts over. A complete data set made
+    with other parameters is replaced. A non-empty folder that is not ours is left alone (error).
+
+    Args:
+        data_root (str): target folder (created).
+        num_train (int): training images. Default: 2000.
+        num_val (int): validation images. Default: 200.
+        size (int): image height and width in pixels. Default: 112.
+        seed (int): generation seed. Default: 0.
+        verbose (bool): print what is done. Default: True.
+
+    Returns:
+        bool: True if images were written, False if an existing data set was reused.
+    """
+    params = dict(num_train=num_train, num_val=num_val, size=size, seed=seed)
+    if dataset_is_complete(data_root, **params):
+        if verbose:
+            print(f'Reusing the synthetic shapes data set in {data_root}')
+        return False
+    ours = {'img_dir', 'ann_dir', MARKER}
+    if osp.isdir(data_root):
+        foreign = set(os.listdir(data_root)) - ours
+        if foreign:
+            raise FileExistsError(
+                f'{data_root} is not empty and holds no synthetic shapes data set '
+                f'(found {sorted(foreign)[:5]}); choose another folder.')
+        if osp.exists(osp.join(data_root, MARKER)):
+            os.remove(osp.join(data_root, MARKER))
+        for sub in ('img_dir', 'ann_dir'):
+            shutil.rmtree(osp.join(data_root, sub), ignore_errors=True)
+    if verbose:
+        print(f'Writing the synthetic shapes data set ({num_train} train + {num_val} val images, '
+              f'{size}x{size} px, seed {seed}) to {data_root}')
+    for split, count in (('train', num_train), ('val', num_val)):
+        img_dir = osp.join(data_root, 'img_dir', split)
+        ann_dir = osp.join(data_root, 'ann_dir', split)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(ann_dir, exist_ok=True)
+        for i in range(count):
+            img, label = generate_sample(_sample_rng(seed, split, i), size=size)
+            _atomic_save(img, osp.join(img_dir, f'{i:05d}.png'))
+            _atomic_save(label, osp.join(ann_dir, f'{i:05d}.png'))
+    tmp = osp.join(data_root, f'{MARKER}.tmp{os.getpid()}')
+    with open(tmp, 'w') as f:
+        json.dump(_marker_content(**params), f)
+    os.replace(tmp, osp.join(data_root, MARKER))
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description='Write the synthetic shapes data set.')
+    parser.add_argument('data_root', nargs='?', default='data/demo_shapes')
+    parser.add_argument('--num-train', type=int, default=2000)
+    parser.add_argument('--num-val', type=int, default=200)
+    parser.add_argument('--size', type=int, default=112)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    generate_dataset(args.data_root, args.num_train, args.num_val, args.size, args.seed)
+
+
+if __name__ == '__main__':
+    main()

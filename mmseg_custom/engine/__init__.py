@@ -1,0 +1,15 @@
+"""Training machinery: a portable Runner, SyncBN fallback and safe checkpoints.
+
+Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, the ``'atomic_local'`` file backend,
+mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list for mmengine
+checkpoints (see :mod:`.checkpoint`).
+"""
+from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
+                         load_local_checkpoint)
+from .runner import PortableRunner
+from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
+
+__all__ = [
+    'AtomicLocalBackend', 'CheckpointError', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
+    'load_local_checkpoint', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+]

@@ -1,0 +1,82 @@
+"""The linear decode heads of ViT-Split (SPEC section 3)."""
+from typing import List
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+
+
+def upsample4x(in_channels: int, channels: int) -> nn.Sequential:
+    """Two stride-2 transposed convs, each followed by GroupNorm(32) and GELU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, channels, 2, stride=2), nn.GroupNorm(32, channels),
+        nn.GELU(),
+        nn.ConvTranspose2d(channels, channels, 2, stride=2), nn.GroupNorm(32, channels),
+        nn.GELU())
+
+
+class _BNLinearHead(BaseDecodeHead):
+    """Base: a BatchNorm (SyncBN in multi-GPU configs) then the 1x1 classifier.
+
+    ``norm_cfg`` sets the BatchNorm (default BN); the rest are mmseg's ``BaseDecodeHead`` args.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('norm_cfg', dict(type='BN', requires_grad=True))
+        super().__init__(**kwargs)
+        self.bn = build_norm_layer(self.norm_cfg, self.channels)[1]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+        x = self.features(self._transform_inputs(inputs))
+        return self.cls_seg(self.bn(x))
+
+
+@MODELS.register_module()
+class LinearBNHead(_BNLinearHead):
+    """BN -> 1x1 conv on the selected feature (``channels`` must equal ``in_channels``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.in_channels != self.channels:
+            raise ValueError(f'LinearBNHead: channels ({self.channels}) must equal in_channels '
+                             f'({self.in_channels})')
+
+
+@MODELS.register_module()
+class ConvUpsampleLinearBNHead(_BNLinearHead):
+    """ConvT-GN-GELU x2 (4x upsampling) -> BN -> dropout -> 1x1 conv: every shipped config's head.
+
+    Logits come out at 4x the feature grid. Module names match the original
+    ``DconvUpsamplingBNHead`` checkpoints (``up.{0,1,3,4}``, ``bn``, ``conv_seg``).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.up = upsample4x(self.in_channels, self.channels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+@MODELS.register_module()
+class MultiScaleConvUpsampleLinearBNHead(_BNLinearHead):
+    """Concat features -> 1x1 -> GELU -> 3x3 -> GELU -> 4x upsampling -> BN -> 1x1.
+
+    Use with ``input_transform='resize_concat'`` and lists for ``in_channels``/``in_index``.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('input_transform', 'resize_concat')
+        super().__init__(**kwargs)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(self.in_channels, self.channels, 1), nn.GELU(),
+            nn.Conv2d(self.channels, self.channels, 3, padding=1), nn.GELU())
+        self.up = upsample4x(self.channels, self.channels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.fuse(x))

@@ -1,0 +1,129 @@
+import filecmp
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmseg_custom.datasets import synthetic_shapes as ss
+from mmseg_custom.datasets.synthetic_shapes import (CLASSES, MARKER, generate_dataset,
+                                                     generate_sample)
+
+
+def _files(root, kind, split):
+    return sorted(os.listdir(osp.join(root, kind, split)))
+
+
+def test_sample_shapes_and_values():
+    img, label = generate_sample(np.random.default_rng(0), size=112)
+    assert img.shape == (112, 112, 3) and img.dtype == np.uint8
+    assert label.shape == (112, 112) and label.dtype == np.uint8
+    assert label.max() < len(CLASSES)
+    assert (label > 0).any() and (label == 0).any()
+
+
+def test_sample_is_deterministic():
+    a = generate_sample(np.random.default_rng([3, 0, 7]))
+    b = generate_sample(np.random.default_rng([3, 0, 7]))
+    c = generate_sample(np.random.default_rng([4, 0, 7]))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_layout_and_marker(tmp_path):
+    root = str(tmp_path / 'shapes')
+    assert generate_dataset(root, num_train=6, num_val=3, size=56, seed=1, verbose=False)
+    for kind in ('img_dir', 'ann_dir'):
+        assert _files(root, kind, 'train') == [f'{i:05d}.png' for i in range(6)]
+        assert _files(root, kind, 'val') == [f'{i:05d}.png' for i in range(3)]
+    img = np.asarray(Image.open(osp.join(root, 'img_dir', 'train', '00000.png')))
+    ann = np.asarray(Image.open(osp.join(root, 'ann_dir', 'train', '00000.png')))
+    assert img.shape == (56, 56, 3) and ann.shape == (56, 56) and ann.max() < len(CLASSES)
+    with open(osp.join(root, MARKER)) as f:
+        assert json.load(f)['num_train'] == 6
+    assert not [name for name in os.listdir(root) if 'tmp' in name]
+
+
+def test_dataset_is_deterministic(tmp_path):
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    for root in (a, b):
+        generate_dataset(root, num_train=4, num_val=2, size=56, seed=5, verbose=False)
+    for kind in ('img_dir', 'ann_dir'):
+        for split in ('train', 'val'):
+            cmp = filecmp.dircmp(osp.join(a, kind, split), osp.join(b, kind, split))
+            assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+            _, mismatch, errors = filecmp.cmpfiles(
+                osp.join(a, kind, split), osp.join(b, kind, split), _files(a, kind, split),
+                shallow=False)
+            assert not mismatch and not errors
+
+
+def test_reuse_and_regenerate(tmp_path):
+    root = str(tmp_path / 'shapes')
+    params = dict(num_train=4, num_val=2, size=56, seed=0, verbose=False)
+    assert generate_dataset(root, **params)
+    probe = osp.join(root, 'img_dir', 'train', '00000.png')
+    stamp = os.stat(probe).st_mtime_ns
+    assert not generate_dataset(root, **params)  # complete: reused, nothing written
+    assert os.stat(probe).st_mtime_ns == stamp
+
+    # Other parameters: the old files are replaced, none left over.
+    assert generate_dataset(root, **dict(params, num_train=2))
+    assert _files(root, 'img_dir', 'train') == ['00000.png', '00001.png']
+
+    # An interrupted run (no marker) is redone from scratch.
+    os.remove(osp.join(root, MARKER))
+    os.remove(probe)
+    assert generate_dataset(root, **dict(params, num_train=2))
+    assert osp.isfile(probe) and osp.isfile(osp.join(root, MARKER))
+
+
+def test_refuses_foreign_folder(tmp_path):
+    (tmp_path / 'notes.txt').write_text('not ours')
+    with pytest.raises(FileExistsError):
+        generate_dataset(str(tmp_path), num_train=2, num_val=1, verbose=False)
+    assert (tmp_path / 'notes.txt').exists()
+
+
+def test_class_balance_and_colour_independence():
+    """Every class is common, background does not swamp them, and colour does not give the class."""
+    counts = np.zeros(len(CLASSES))
+    present = np.zeros(len(CLASSES))
+    colour_sum = np.zeros((len(CLASSES), 3))
+    for i in range(120):
+        img, label = generate_sample(ss._sample_rng(0, 'train', i))
+        counts += np.bincount(label.ravel(), minlength=len(CLASSES))
+        present += np.bincount(np.unique(label), minlength=len(CLASSES))
+        for c in np.unique(label):
+            colour_sum[c] += img[label == c].mean(axis=0)
+    share = counts / counts.sum()
+    assert 0.5 < share[0] < 0.8, share
+    assert (share[1:] > 0.03).all(), share
+    assert (present[1:] >= 0.25 * 120).all(), present
+    mean_colour = colour_sum / present[:, None]
+    # Random colours per object: every class averages to a mid grey, not a signature colour.
+    assert (np.abs(mean_colour[1:] - 127.5) < 30).all(), mean_colour
+
+
+def test_mmseg_dataset(tmp_path):
+    pytest.importorskip('mmseg')
+    from mmseg_custom.datasets import SyntheticShapesDataset
+
+    root = str(tmp_path / 'shapes')
+    generate_dataset(root, num_train=3, num_val=2, size=56, verbose=False)
+    dataset = SyntheticShapesDataset(
+        data_root=root, data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                  dict(type='PackSegInputs')])
+    assert len(dataset) == 2
+    assert dataset.metainfo['classes'] == CLASSES
+    sample = dataset[0]
+    assert tuple(sample['inputs'].shape) == (3, 56, 56)
+    assert int(sample['data_samples'].gt_sem_seg.data.max()) < len(CLASSES)
+
+    with pytest.raises(FileNotFoundError, match='synthetic_shapes'):
+        SyntheticShapesDataset(data_root=str(tmp_path / 'missing'),
+                               data_prefix=dict(img_path='img_dir/val',
+                                                seg_map_path='ann_dir/val'))

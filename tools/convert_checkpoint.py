@@ -1,0 +1,48 @@
+"""Convert a checkpoint of the original ViT-Split code (mmseg 0.x keys) to this build's keys.
+
+    python tools/convert_checkpoint.py ORIGINAL.pth CONVERTED.pth
+
+Not required: ``init_model``/``load_from`` convert original checkpoints at load time. This writes a
+converted copy (state_dict and meta only), atomically.
+"""
+import argparse
+import os
+import tempfile
+
+import torch
+
+from mmseg_custom.models.backbones.vit_split import convert_original_keys
+
+
+def convert(src: str, dst: str):
+    try:
+        ckpt = torch.load(src, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise SystemExit(f'{src}: cannot read the checkpoint ({e}). Is it truncated or corrupt?')
+    state_dict = ckpt.get('state_dict', ckpt)
+    dropped = convert_original_keys(state_dict, 'backbone.')
+    out = dict(state_dict=state_dict, meta=dict(ckpt.get('meta', {}), converted_from=src))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(out, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(f'wrote {dst}: {len(state_dict)} tensors'
+          + (f'; dropped the unused {", ".join(dropped)}' if dropped else ''))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help='checkpoint in the original layout')
+    parser.add_argument('dst', help='where to write the converted checkpoint')
+    args = parser.parse_args()
+    convert(args.src, args.dst)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,203 @@
+"""Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
+
+    python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/demo_shapes] [--iters N]
+
+1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
+   random colours, so shape and texture decide) unless it is already there;
+2. evaluates the untrained model, trains it with mmengine's Runner
+   (``configs/demo/vitsplit_tiny_shapes.py``) and evaluates it with mmseg's test loop, which
+   prints the per-class IoU table and the mIoU;
+3. writes colour overlays of a few val predictions, the loss/mIoU curves and ``summary.json`` into
+   the work dir. The checkpoint works with ``tools/image_demo.py``.
+"""
+import argparse
+import json
+import os.path as osp
+import time
+
+import cv2
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dataset import pseudo_collate
+from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.utils import mkdir_or_exist
+
+from mmseg_custom.datasets import generate_dataset
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
+    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config file')
+    parser.add_argument('--data-root', default='data/demo_shapes',
+                        help='where the synthetic data set is written (reused if complete)')
+    parser.add_argument('--work-dir', default='work_dirs/demo',
+                        help='logs, checkpoint, overlays and curves go here')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='training iterations (the schedule is scaled to fit); '
+                        'default: the config\'s')
+    parser.add_argument('--num-train', type=int, default=2000, help='training images')
+    parser.add_argument('--num-val', type=int, default=200, help='validation images')
+    parser.add_argument('--num-overlays', type=int, default=6,
+                        help='val images to draw predictions for')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. train_dataloader.batch_size=8')
+    return parser.parse_args(argv)
+
+
+def scale_schedule(cfg, iters):
+    """Run ``iters`` iterations, scaling warm-up, LR decay, val and checkpoint intervals to fit."""
+    ratio = iters / cfg.train_cfg.max_iters
+
+    def scale(n, least=1):
+        return max(least, round(n * ratio))
+
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = scale(cfg.train_cfg.val_interval)
+    for sched in cfg.param_scheduler:
+        sched.begin = scale(sched.get('begin', 0), least=0)
+        sched.end = scale(sched.end)
+    cfg.default_hooks.checkpoint.interval = scale(cfg.default_hooks.checkpoint.interval)
+    cfg.default_hooks.logger.interval = scale(cfg.default_hooks.logger.interval)
+
+
+def build_config(args):
+    cfg = Config.fromfile(args.config)
+    cfg.work_dir = args.work_dir
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = args.data_root
+    if args.iters is not None:
+        scale_schedule(cfg, args.iters)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def colorize(image, label, palette, alpha=0.6):
+    """Blend class colours into an RGB image; background (class 0) is left as it is."""
+    colour = palette[label].astype(np.float32)
+    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colour
+    return np.where((label > 0)[..., None], mixed, image).astype(np.uint8)
+
+
+def legend(classes, palette, width, scale):
+    """A strip with one colour swatch and name per class."""
+    height = 14 * scale
+    strip = np.full((height, width, 3), 255, np.uint8)
+    step = width // len(classes)
+    for i, (name, colour) in enumerate(zip(classes, palette)):
+        x = i * step + 2
+        cv2.rectangle(strip, (x, 3), (x + 8 * scale, height - 4), tuple(int(c) for c in colour), -1)
+        cv2.putText(strip, name, (x + 9 * scale, height - 4 * scale), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.13 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def write_overlays(runner, out_dir, num, scale=3):
+    """Draw image | ground truth | prediction for the first ``num`` val images into ``out_dir``."""
+    dataset = runner.test_dataloader.dataset
+    classes = dataset.metainfo['classes']
+    palette = np.asarray(dataset.metainfo['palette'], np.uint8)
+    model = runner.model
+    model.eval()
+    paths = []
+    with torch.no_grad():
+        for i in range(min(num, len(dataset))):
+            result = model.test_step(pseudo_collate([dataset[i]]))[0]
+            image = cv2.cvtColor(cv2.imread(result.img_path), cv2.COLOR_BGR2RGB)
+            gt = result.gt_sem_seg.data[0].cpu().numpy()
+            pred = result.pred_sem_seg.data[0].cpu().numpy()
+            gt = np.where(gt == 255, 0, gt)  # ignore index has no colour
+            panel = np.concatenate(
+                [image, colorize(image, gt, palette), colorize(image, pred, palette)], axis=1)
+            panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            panel = np.concatenate([panel, legend(classes, palette, panel.shape[1], scale)])
+            path = osp.join(out_dir, f'val_{osp.splitext(osp.basename(result.img_path))[0]}.png')
+            cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            paths.append(path)
+    return paths
+
+
+def read_scalars(path):
+    """Training loss and val mIoU series from a LocalVisBackend ``scalars.json``."""
+    loss, miou = [], []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if 'loss' in record:
+                loss.append((record['iter'], record['loss']))
+            if 'mIoU' in record:
+                miou.append((record['step'], record['mIoU']))
+    return loss, miou
+
+
+def plot_curves(loss, miou, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
+    if loss:
+        ax_loss.plot(*zip(*loss), color='tab:blue')
+    ax_loss.set(title='training loss', xlabel='iteration', ylabel='cross-entropy')
+    ax_loss.set_yscale('log')
+    if miou:
+        ax_miou.plot(*zip(*miou), marker='o', color='tab:green')
+    ax_miou.set(title='val mIoU', xlabel='iteration', ylabel='mIoU (%)', ylim=(0, 100))
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    generate_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val)
+    cfg = build_config(args)
+    runner = Runner.from_cfg(cfg)
+    batch = cfg.train_dataloader.batch_size
+    runner.logger.info(f'Total batch size {batch} (1 process x {batch}), '
+                       f'{cfg.train_cfg.max_iters} iterations, {torch.get_num_threads()} threads')
+
+    before = runner.val()  # the untrained model, for comparison
+    runner.train()
+    after = runner.test()  # mmseg's test loop: IoUMetric logs the per-class table
+
+    overlay_dir = osp.join(cfg.work_dir, 'overlays')
+    mkdir_or_exist(overlay_dir)
+    overlays = write_overlays(runner, overlay_dir, args.num_overlays)
+    loss, miou = read_scalars(osp.join(runner.log_dir, 'vis_data', 'scalars.json'))
+    curves = osp.join(cfg.work_dir, 'curves.png')
+    plot_curves(loss, miou, curves)
+
+    checkpoint = find_latest_checkpoint(cfg.work_dir)
+    config_dump = osp.join(cfg.work_dir, osp.basename(args.config))
+    summary = dict(
+        mIoU=after['mIoU'], mIoU_before=before['mIoU'], aAcc=after['aAcc'],
+        iters=cfg.train_cfg.max_iters, seconds=round(time.time() - start, 1),
+        checkpoint=checkpoint, config=config_dump, overlays=overlays, curves=curves,
+        loss=loss, val_mIoU=miou)
+    with open(osp.join(cfg.work_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+
+    minutes, seconds = divmod(int(summary['seconds']), 60)
+    print(f'\nDemo finished in {minutes}m{seconds:02d}s: mIoU {after["mIoU"]:.1f}% on '
+          f'{len(runner.test_dataloader.dataset)} val images (untrained model: '
+          f'{before["mIoU"]:.1f}%).')
+    print(f'  overlays   : {overlay_dir}/ ({len(overlays)} files: image | truth | prediction)')
+    print(f'  curves     : {curves}')
+    print(f'  checkpoint : {checkpoint}')
+    print(f'  log        : {runner.log_dir}')
+    print(f'Segment your own image:\n  python tools/image_demo.py {config_dump} {checkpoint} '
+          f'{osp.join(args.data_root, "img_dir", "val", "00000.png")} --out overlay.png')
+    return summary
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,90 @@
+"""Train a segmentor: mmseg 1.x's ``tools/train.py`` flags on ``PortableRunner``.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--seed 2023]
+    bash dist_train.sh CONFIG GPUS [same flags]      # several processes (gloo on a CPU-only machine)
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmseg.registry import RUNNERS
+
+import mmseg_custom  # noqa: F401 (registers models, datasets, PortableRunner, checkpoint loading)
+from mmseg_custom.engine import PortableRunner
+
+
+def parse_args():
+    """Command line of mmseg 1.x's train.py, plus ``--resume CKPT``, ``--seed``, ``--deterministic``."""
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', metavar='CKPT',
+        help='resume from CKPT, or without CKPT from the latest checkpoint in the work dir '
+        '(training starts from scratch when there is none)')
+    parser.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision training')
+    parser.add_argument('--seed', type=int, help='random seed (the ViT-Split runs used 2023)')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='make cuDNN deterministic (slower)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs such as train_dataloader.batch_size=4; '
+        'lists as key="[a,b]" or key=a,b, no white space')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_amp(cfg):
+    """Switch ``cfg.optim_wrapper`` to ``AmpOptimWrapper`` with a dynamic loss scale."""
+    if cfg.optim_wrapper.type == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in your config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if cfg.optim_wrapper.type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper type OptimWrapper, got {cfg.optim_wrapper.type}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def main():
+    """Build the runner from the config and the command line, log the total batch size, train."""
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # work_dir: command line, else config, else ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = None if args.resume == 'auto' else args.resume
+    if args.seed is not None or args.deterministic:
+        randomness = {'seed': None, **cfg.get('randomness', {})}
+        if args.seed is not None:
+            randomness['seed'] = args.seed
+        if args.deterministic:
+            randomness['deterministic'] = True
+        cfg.randomness = randomness
+
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
+    batch = cfg.train_dataloader.batch_size
+    runner.logger.info(f'Total batch size: {runner.world_size * batch} '
+                       f'({runner.world_size} processes x {batch} images per process)')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
