@@ -18,5 +18,5 @@ fi
 
 echo "building vitsplit_msda_ext with $py (FORCE_CUDA=${FORCE_CUDA:-unset})"
 "$py" -m pip install --disable-pip-version-check --no-build-isolation --no-deps "$ops_dir"
-# Run from outside the source tree so the installed module is the one imported.
-(cd / && "$py" -c 'import torch, vitsplit_msda_ext as ext; print(f"vitsplit_msda_ext installed (CUDA kernels: {ext.with_cuda()})")')
+"$py" -c 'import torch, vitsplit_msda_ext as ext
+print(f"vitsplit_msda_ext installed (CUDA kernels: {ext.with_cuda()})")'

@@ -40,7 +40,7 @@ def extension():
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCHS)
     return CUDAExtension(
         'vitsplit_msda_ext',
-        sources + ['csrc/cuda/ms_deform_attn_cuda.cpp', 'csrc/cuda/ms_deform_attn_cuda.cu'],
+        sources + ['csrc/cuda/ms_deform_attn_cuda.cpp', 'csrc/cuda/ms_deform_attn_kernels.cu'],
         define_macros=[('WITH_CUDA', None)],
         extra_compile_args={'cxx': CXX_FLAGS, 'nvcc': NVCC_FLAGS},
         extra_link_args=['-fopenmp'])

@@ -17,11 +17,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+')
     parser.add_argument('--json', help='also write the counts to this JSON file')
+    parser.add_argument('--markdown', action='store_true',
+                        help='print one markdown table row per config instead of the groups')
     args = parser.parse_args()
     results = {}
+    if args.markdown:
+        print('| config | trainable | total |\n|---|---:|---:|')
     for path in args.configs:
         groups = count_params(build_on_meta(Config.fromfile(path)))
         results[path] = groups
+        if args.markdown:
+            print(f'| `{path}` | {groups["all"]["trainable"]:,} | {groups["all"]["total"]:,} |')
+            continue
         print(f'\n{path}')
         print(f'  {"group":<24}{"total":>16}{"trainable":>16}')
         for name, g in groups.items():

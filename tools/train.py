@@ -68,9 +68,11 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         enable_amp(cfg)
-    if args.resume is not None:
+    if args.resume == 'auto':
+        cfg.resume = 'auto'  # PortableRunner: the latest checkpoint here, else a fresh start
+    elif args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None if args.resume == 'auto' else args.resume
+        cfg.load_from = args.resume
     if args.seed is not None or args.deterministic:
         randomness = {'seed': None, **cfg.get('randomness', {})}
         if args.seed is not None:
@@ -80,9 +82,9 @@ def main():
         cfg.randomness = randomness
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
-    batch = cfg.train_dataloader.batch_size
-    runner.logger.info(f'Total batch size: {runner.world_size * batch} '
-                       f'({runner.world_size} processes x {batch} images per process)')
+    batch, world = cfg.train_dataloader.batch_size, runner.world_size
+    runner.logger.info(f'Total batch size: {world * batch} = {world} process{"es" * (world > 1)} '
+                       f'x {batch} images per process')
     runner.train()
 
 

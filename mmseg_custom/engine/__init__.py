@@ -5,11 +5,11 @@ mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list
 checkpoints (see :mod:`.checkpoint`).
 """
 from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
-                         load_local_checkpoint)
+                         load_from_local)
 from .runner import PortableRunner
 from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
     'AtomicLocalBackend', 'CheckpointError', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
-    'load_local_checkpoint', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+    'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
 ]

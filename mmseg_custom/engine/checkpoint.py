@@ -3,7 +3,7 @@
 * ``allow_mmengine_checkpoint_globals`` allow-lists, for ``torch.load(weights_only=True)``, exactly the
   non-tensor objects mmengine writes into a checkpoint: ``HistoryBuffer`` (message hub) and the numpy
   arrays, scalars and dtypes it holds. Nothing else is unpickled, so a checkpoint cannot run code.
-* ``load_local_checkpoint`` replaces mmengine's loader for local paths (``load_from``, ``--resume``,
+* ``load_from_local`` replaces mmengine's loader for local paths (``load_from``, ``--resume``,
   ``init_model``, ``init_cfg=dict(type='Pretrained')``): it loads with ``weights_only=True`` and turns
   a missing, corrupt or truncated file into an error that names the file and says what to do.
 * ``AtomicLocalBackend`` (file backend ``'atomic_local'``) writes a file to a temporary name in the
@@ -82,7 +82,7 @@ def _zip_damage(filename):
     return None if bad is None else f'member {bad} fails its CRC check'
 
 
-def load_local_checkpoint(filename, map_location=None):
+def load_from_local(filename, map_location=None):
     """Load a local checkpoint with ``weights_only=True`` and explain why it failed, if it does.
 
     Registered as mmengine's checkpoint loader for local paths.
@@ -153,5 +153,5 @@ class AtomicLocalBackend(LocalBackend):
 
 
 allow_mmengine_checkpoint_globals()
-CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend)

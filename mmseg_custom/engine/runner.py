@@ -27,8 +27,8 @@ class PortableRunner(Runner):
     * SyncBN layers become BN layers, with one log line, where SyncBN cannot run (no GPU, or one
       process); see :func:`revert_sync_bn_if_unsupported`.
     * Local checkpoints are written atomically (``AtomicLocalBackend``).
-    * ``resume=True`` without ``load_from`` says in one line when the work dir holds no checkpoint,
-      and fails clearly when its ``last_checkpoint`` pointer is empty.
+    * ``resume='auto'`` resumes from the work dir's latest checkpoint or, when there is none, says
+      so in one line and starts fresh (from ``load_from`` if set); see :meth:`load_or_resume`.
 
     Arguments are those of :class:`mmengine.runner.Runner`.
     """
@@ -57,6 +57,7 @@ class PortableRunner(Runner):
             # mmengine's own single-process path only adds a generic SyncBN log line to this.
             return model.to(get_device())
         if not torch.cuda.is_available():
+            self.logger.info(f'No GPU: {self.world_size} processes train on CPU over gloo.')
             model_wrapper_cfg = self._cpu_ddp_cfg(model_wrapper_cfg)
         return super().wrap_model(model_wrapper_cfg, model)
 
@@ -74,18 +75,19 @@ class PortableRunner(Runner):
         return model_wrapper_cfg
 
     def load_or_resume(self):
-        """Load or resume as mmengine does; without ``load_from``, find the checkpoint here.
+        """Load or resume; ``resume='auto'`` resumes from the work dir's latest checkpoint, if any.
 
-        mmengine logs "Auto resumed from the latest checkpoint None." when there is none, and passes
-        an empty ``last_checkpoint`` on as a file name. A missing file is reported by the loader.
+        ``resume='auto'`` (``--resume`` without a path) resumes from the checkpoint named by the
+        work dir's ``last_checkpoint``; when there is none it says so in one line and starts fresh,
+        from ``load_from`` if that is set. ``resume=True`` keeps mmengine's meaning: resume from
+        ``load_from``, else from the latest checkpoint (where mmengine would log "Auto resumed from
+        the latest checkpoint None." and pass an empty ``last_checkpoint`` on as a file name).
         """
-        if self._resume and self._load_from is None and not self._has_loaded:
+        if self._has_loaded:
+            return
+        if self._resume == 'auto' or (self._resume and self._load_from is None):
             pointer = osp.join(self.work_dir, 'last_checkpoint')
-            if not osp.isfile(pointer):
-                self.logger.info(f'Resume: no checkpoint in {self.work_dir} (no last_checkpoint '
-                                 'file), training from scratch.')
-                self._resume = False
-            else:
+            if osp.isfile(pointer):
                 with open(pointer) as f:
                     latest = f.read().strip()
                 if not latest:
@@ -93,7 +95,12 @@ class PortableRunner(Runner):
                         f'{pointer} is empty. Write the path of the checkpoint to resume from into '
                         'it, or pass it as --resume PATH.')
                 self.logger.info(f'Resuming from {latest}, the latest checkpoint ({pointer}).')
-                self._load_from = latest
+                self._resume, self._load_from = True, latest
+            else:
+                start = f'the weights of {self._load_from}' if self._load_from else 'scratch'
+                self.logger.info(f'Resume: no checkpoint in {self.work_dir} (no last_checkpoint '
+                                 f'file), training from {start}.')
+                self._resume = False
         super().load_or_resume()
 
     def save_checkpoint(self, out_dir, filename, file_client_args=None, save_optimizer=True,

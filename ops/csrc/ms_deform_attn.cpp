@@ -1,5 +1,6 @@
 // Python bindings of vitsplit_msda_ext: argument checks and the choice of device. The Python
 // side (mmseg_custom.ops) wraps these in an autograd.Function.
+#include <ATen/OpMathType.h>
 #include <torch/extension.h>
 
 #include "ms_deform_attn.h"
@@ -35,11 +36,22 @@ void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
               "sampling_locations do not match value's batch and heads");
   TORCH_CHECK(attention_weights.sizes() == at::IntArrayRef({batch, queries, heads, levels, points}),
               "attention_weights must be (batch, num_queries, num_heads, num_levels, num_points)");
-  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
+  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong &&
+                  level_start_index.scalar_type() == at::kLong,
               "spatial_shapes and level_start_index must be int64");
   TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == levels &&
                   spatial_shapes.size(1) == 2 && level_start_index.numel() == levels,
               "spatial_shapes must be (num_levels, 2) and level_start_index (num_levels,)");
+  // The kernels index value with these, so inconsistent ones would read out of bounds.
+  if (levels > 0) {
+    const auto level_sizes = spatial_shapes.prod(1);
+    TORCH_CHECK(spatial_shapes.min().item<int64_t>() > 0, "spatial_shapes must be positive");
+    TORCH_CHECK(level_sizes.sum().item<int64_t>() == value.size(1),
+                "value has ", value.size(1), " keys but spatial_shapes cover ",
+                level_sizes.sum().item<int64_t>());
+    TORCH_CHECK(at::equal(level_start_index, level_sizes.cumsum(0) - level_sizes),
+                "level_start_index must be [0, H0 * W0, H0 * W0 + H1 * W1, ...]");
+  }
   // Locations and weights are read in the accumulation type: half precision would misplace
   // samples on large maps.
   const auto acc = at::toOpMathType(value.scalar_type());

@@ -9,7 +9,7 @@ data_preprocessor = dict(
     pad_val=0,
     seg_pad_val=255)
 model = dict(
-    type='EncoderDecoder',
+    type='BatchedSlideEncoderDecoder',  # mmseg's EncoderDecoder, slide crops run in batches
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='ViTSplit',
@@ -27,4 +27,4 @@ model = dict(
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
+    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341), crop_batch=4))

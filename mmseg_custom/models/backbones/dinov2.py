@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmseg.registry import MODELS
+from torch.profiler import record_function
 
 from ..weights import load_dinov2_weights
 
@@ -292,7 +293,8 @@ class DINOv2Backbone(BaseModule):
         return self
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen), \
+                record_function('vitsplit.trunk'):
             return tuple(self.trunk(x, self.out_indices))
 
 

@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from torchvision.ops import DeformConv2d
+from torch.profiler import record_function
 
+from ..utils.deform_conv import DeformConv2d
 from .dinov2 import check_indices
 
 
@@ -19,7 +20,7 @@ class DeformFusion(nn.Module):
     """Conv1x1 -> GELU -> 3x3 deformable conv -> GELU (the prior head and the fusion block).
 
     The deformable conv (no bias, padding 1) takes its offsets from a 3x3 conv of its input; the
-    offset layout is mmcv's, which is torchvision's.
+    offset layout is mmcv's, which is torchvision's (see ``models/utils/deform_conv.py``).
 
     Args:
         in_channels (int): Input channels.
@@ -31,7 +32,7 @@ class DeformFusion(nn.Module):
         self.proj = nn.Conv2d(in_channels, channels, 1)
         self.act = nn.GELU()
         self.offsets = nn.Conv2d(channels, 18, 3, padding=1)
-        self.deform_conv = DeformConv2d(channels, channels, 3, padding=1, bias=False)
+        self.deform_conv = DeformConv2d(channels, channels, 3, padding=1)
 
     def init_weights(self):
         # Zero offsets: the deformable conv starts as a plain 3x3 conv.
@@ -152,13 +153,16 @@ class ViTSplit(BaseModule):
         return torch.cat([feats[i] for i in self.out_indices], dim=1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        feats, tokens, grid = self.frozen_features(x)
-        frozen = self.combine_frozen(feats)
-        for blk in self.task_head:
-            tokens = self.trunk.apply_block(blk, tokens, grid)
-        task = self.trunk.to_map(tokens, grid)
-        prior = self.prior_head(frozen)
-        return (self.fusion(torch.cat([prior, task], dim=1)), )
+        # Named ranges let tools/benchmark.py show where the time goes (no cost otherwise).
+        with record_function('vitsplit.trunk'):
+            feats, tokens, grid = self.frozen_features(x)
+        with record_function('vitsplit.task_head'):
+            for blk in self.task_head:
+                tokens = self.trunk.apply_block(blk, tokens, grid)
+            task = self.trunk.to_map(tokens, grid)
+        with record_function('vitsplit.prior_fusion'):
+            prior = self.prior_head(self.combine_frozen(feats))
+            return (self.fusion(torch.cat([prior, task], dim=1)), )
 
 
 class LearnableGate(nn.Module):

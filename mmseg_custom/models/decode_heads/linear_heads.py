@@ -5,7 +5,11 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.losses import CrossEntropyLoss
 from mmseg.registry import MODELS
+from torch.profiler import record_function
+
+from .lean_loss import resized_cross_entropy
 
 
 def upsample4x(in_channels: int, channels: int) -> nn.Sequential:
@@ -20,20 +24,44 @@ def upsample4x(in_channels: int, channels: int) -> nn.Sequential:
 class _BNLinearHead(BaseDecodeHead):
     """Base: a BatchNorm (SyncBN in multi-GPU configs) then the 1x1 classifier.
 
-    ``norm_cfg`` sets the BatchNorm (default BN); the rest are mmseg's ``BaseDecodeHead`` args.
+    Args:
+        lean_loss (bool): Compute a plain cross-entropy loss on the resized logits chunk by chunk
+            (same values and gradients, a fraction of the memory; see ``lean_loss.py``). Other
+            losses, or a pixel sampler, take mmseg's path. Default True.
+        Others: mmseg's ``BaseDecodeHead`` args; ``norm_cfg`` sets the BatchNorm (default BN).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, lean_loss: bool = True, **kwargs):
         kwargs.setdefault('norm_cfg', dict(type='BN', requires_grad=True))
         super().__init__(**kwargs)
+        self.lean_loss = lean_loss
         self.bn = build_norm_layer(self.norm_cfg, self.channels)[1]
+
+    def loss_by_feat(self, seg_logits: torch.Tensor, batch_data_samples) -> dict:
+        with record_function('vitsplit.loss'):
+            return self._loss(seg_logits, batch_data_samples)
+
+    def _loss(self, seg_logits: torch.Tensor, batch_data_samples) -> dict:
+        ce = self.loss_decode
+        if not (self.lean_loss and self.sampler is None and isinstance(ce, CrossEntropyLoss)
+                and not ce.use_sigmoid and not ce.use_mask):
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        labels = self._stack_batch_gt(batch_data_samples).squeeze(1)
+        weight = None if ce.class_weight is None else seg_logits.new_tensor(ce.class_weight)
+        total, correct, valid = resized_cross_entropy(seg_logits, labels, self.ignore_index,
+                                                      weight, self.align_corners)
+        # mmseg's reductions: mean over all pixels, or over non-ignored ones (+ eps) if asked.
+        denom = (valid + torch.finfo(torch.float32).eps if ce.avg_non_ignore else labels.numel())
+        return {ce.loss_name: ce.loss_weight * total / denom,
+                'acc_seg': correct * 100.0 / valid.clamp_min(1)}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
-        x = self.features(self._transform_inputs(inputs))
-        return self.cls_seg(self.bn(x))
+        with record_function('vitsplit.decode_head'):
+            x = self.features(self._transform_inputs(inputs))
+            return self.cls_seg(self.bn(x))
 
 
 @MODELS.register_module()

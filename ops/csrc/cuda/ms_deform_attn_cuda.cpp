@@ -4,7 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "../ms_deform_attn.h"
-#include "ms_deform_attn_cuda.h"
+#include "ms_deform_attn_kernels.h"
 
 namespace vitsplit_msda {
 namespace {

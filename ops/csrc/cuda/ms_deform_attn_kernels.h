@@ -1,5 +1,5 @@
-// Launchers of the CUDA kernels in ms_deform_attn_cuda.cu, on raw pointers so that the .cu file
-// needs no ATen headers. Instantiated for (scalar_t, acc_t) = (float, float), (double, double),
+// Launchers of the CUDA kernels in ms_deform_attn_kernels.cu, on raw pointers so that the .cu
+// file needs no ATen headers. Instantiated for (scalar_t, acc_t) = (float, float), (double, double),
 // (c10::Half, float) and (c10::BFloat16, float). Each returns the launch status.
 #pragma once
 

@@ -3,7 +3,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include "ms_deform_attn_cuda.h"
+#include "ms_deform_attn_kernels.h"
 
 namespace vitsplit_msda {
 namespace {
@@ -44,7 +44,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value,
       }
       acc_t sample = 0;
       for (int k = 0; k < 4; ++k) {
-        if (f.inside[k]) sample += f.weight[k] * static_cast<acc_t>(value_l[f.pixel[k] * key_stride]);
+        if (f.inside[k]) {
+          sample += f.weight[k] * static_cast<acc_t>(value_l[f.pixel[k] * key_stride]);
+        }
       }
       acc += attn[i] * sample;
     }

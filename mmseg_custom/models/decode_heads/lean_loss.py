@@ -1,0 +1,76 @@
+"""Cross-entropy on logits bilinearly resized to the label size, without the full-size tensors.
+
+mmseg resizes the decode head's logits (4x the token grid) to the crop and applies cross-entropy:
+at crop 512 with 150 classes that materialises, and keeps for backward, several tensors of
+B x 150 x 512 x 512 floats. Bilinear resizing is separable: we resize the width once (a tensor of
+the logits' height), then build the output rows chunk by chunk as the same two-row blend PyTorch's
+kernel computes, and recompute each chunk in backward (activation checkpointing). Same loss and
+gradients (to float rounding), a fraction of the memory.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _source_rows(in_size: int, out_size: int, align_corners: bool, device) -> Tuple[torch.Tensor, ...]:
+    """Rows i0, i1 and weights w0, w1 of bilinear interpolation, as PyTorch computes them."""
+    dst = torch.arange(out_size, device=device, dtype=torch.float32)
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = dst * scale
+    else:
+        src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    i0 = src.long()
+    i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
+    w1 = src - i0
+    return i0, i1, 1 - w1, w1
+
+
+def _chunk_ce(wide: torch.Tensor, i0, i1, w0, w1, labels: torch.Tensor,
+              class_weight: Optional[torch.Tensor], ignore_index: int):
+    rows = wide[:, :, i0] * w0[:, None] + wide[:, :, i1] * w1[:, None]
+    loss = F.cross_entropy(rows, labels, weight=class_weight, ignore_index=ignore_index,
+                           reduction='sum')
+    return loss, rows.detach().argmax(1)
+
+
+def resized_cross_entropy(logits: torch.Tensor,
+                          labels: torch.Tensor,
+                          ignore_index: int = 255,
+                          class_weight: Optional[torch.Tensor] = None,
+                          align_corners: bool = False,
+                          chunk_rows: int = 64) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed per-pixel cross-entropy of ``resize(logits, labels.shape[-2:])`` against ``labels``.
+
+    Args:
+        logits (Tensor): (B, C, h, w).
+        labels (Tensor): (B, H, W) long.
+        ignore_index (int): Label value that contributes no loss.
+        class_weight (Tensor | None): (C,) per-class weights, as ``F.cross_entropy``'s ``weight``.
+        align_corners (bool): As the resize it replaces.
+        chunk_rows (int): Output rows computed at a time.
+
+    Returns:
+        tuple: summed loss (scalar, differentiable), number of correctly classified non-ignored
+        pixels, number of non-ignored pixels.
+    """
+    H, W = labels.shape[-2:]
+    wide = F.interpolate(logits, size=(logits.shape[2], W), mode='bilinear',
+                         align_corners=align_corners)
+    i0, i1, w0, w1 = _source_rows(logits.shape[2], H, align_corners, logits.device)
+    w0, w1 = w0.to(wide.dtype), w1.to(wide.dtype)
+    valid = labels != ignore_index
+    total = logits.new_zeros(())
+    correct = torch.zeros((), dtype=torch.long, device=logits.device)
+    for r in range(0, H, chunk_rows):
+        sl = slice(r, r + chunk_rows)
+        args = (wide, i0[sl], i1[sl], w0[sl], w1[sl], labels[:, sl], class_weight, ignore_index)
+        if torch.is_grad_enabled() and wide.requires_grad:
+            loss, pred = checkpoint(_chunk_ce, *args, use_reentrant=False)
+        else:
+            loss, pred = _chunk_ce(*args)
+        total = total + loss
+        correct += ((pred == labels[:, sl]) & valid[:, sl]).sum()
+    return total, correct, valid.sum()

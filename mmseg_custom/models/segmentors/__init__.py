@@ -1,0 +1,3 @@
+from .batched_slide import BatchedSlideEncoderDecoder
+
+__all__ = ['BatchedSlideEncoderDecoder']

@@ -1,0 +1,89 @@
+"""Shipped configs and scripts: pipelines parse, scripts name configs that exist, small configs run."""
+import glob
+import os.path as osp
+import re
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+import mmseg_custom  # noqa: F401
+
+
+def shipped_configs(repo_dir):
+    return sorted(c for c in glob.glob(osp.join(repo_dir, 'configs', '**', '*.py'), recursive=True)
+                  if '_base_' not in c)
+
+
+def test_dataset_pipelines_parse(repo_dir):
+    init_default_scope('mmseg')
+    for path in shipped_configs(repo_dir):
+        cfg = Config.fromfile(path)
+        assert cfg.custom_imports['imports'] == ['mmseg_custom'], path
+        for split in ('train', 'val', 'test'):
+            loader = cfg.get(f'{split}_dataloader')
+            if loader:
+                Compose(loader.dataset.pipeline)  # builds every transform
+
+
+def test_scripts_name_existing_configs(repo_dir):
+    scripts = glob.glob(osp.join(repo_dir, 'scripts', '*', '*.sh'))
+    expected = {f'ade20k/train_vitsplit_{n}.sh' for n in ('small', 'base', 'large', 'large_896',
+                                                          'giant_896')}
+    expected |= {f'cityscapes/train_vitsplit_{n}.sh' for n in ('small', 'base', 'large')}
+    expected |= {f'pascal_context/train_vitsplit_{n}.sh' for n in ('base', 'large')}
+    assert expected <= {osp.relpath(s, osp.join(repo_dir, 'scripts')) for s in scripts}
+    for script in scripts:
+        names = re.findall(r'configs/\S+\.py', open(script).read())
+        assert names, f'{script} names no config'
+        for name in names:
+            assert osp.isfile(osp.join(repo_dir, name)), f'{script}: {name} does not exist'
+
+
+def test_original_config_paths_exist(repo_dir):
+    for name in ['ade20k/vitsplit/linear_dinov2_vitsplit_{}_20k_ade20k.py'.format(s) for s in
+                 ('small_512', 'base_512', 'large_512', 'large_896', 'giant_896',
+                  'sparsegate_small_512', 'sparsegate_base_512', 'sparsegate_large_512')] + \
+            ['cityscapes/vitsplit/linear_dinov2_vitsplit_{}_896_20k_cityscapes.py'.format(s) for s in
+             ('small', 'base', 'large', 'learnablegate_large')] + \
+            ['pascal_context/vitsplit/linear_dinov2_vitsplit_{}_480_20k_pascal_context_59.py'.format(s)
+             for s in ('base', 'large')]:
+        assert osp.isfile(osp.join(repo_dir, 'configs', name)), name
+
+
+SMALL = [
+    'ade20k/vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py',
+    'ade20k/vitsplit/linear_dinov2_vitsplit_sparsegate_small_512_20k_ade20k.py',
+    'cityscapes/vitsplit/linear_dinov2_vitsplit_small_896_20k_cityscapes.py',
+    'ade20k/baselines/linear_dinov2_frozen_small_512_40k_ade20k.py',
+    'ade20k/baselines/linear_dinov2_finetune_small_512_40k_ade20k.py',
+]
+
+
+@pytest.mark.parametrize('config', SMALL)
+def test_small_configs_train_step_on_cpu(config, repo_dir):
+    """The real small configs (random weights), forward + backward on a tiny input."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(osp.join(repo_dir, 'configs', config))
+    init_default_scope('mmseg')
+    cfg.model.backbone.trunk.pretrained = None
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    model.train()
+    x = torch.randn(2, 3, 70, 84)
+    samples = [SegDataSample(gt_sem_seg=PixelData(
+        data=torch.randint(0, cfg.model.decode_head.num_classes, (1, 70, 84)))) for _ in range(2)]
+    losses = model.loss(x, samples)
+    losses['decode.loss_ce'].backward()
+    assert torch.isfinite(losses['decode.loss_ce'])
+    trained = [n for n, p in model.named_parameters() if p.grad is not None]
+    assert any(n.startswith('decode_head.') for n in trained)
+    if 'frozen' in config or 'vitsplit' in config:
+        assert not any(n.startswith('backbone.trunk.') for n in trained)
+    else:
+        assert any(n.startswith('backbone.trunk.') for n in trained)

@@ -1,0 +1,61 @@
+"""Decode heads: the lean loss equals mmseg's loss; batched slide inference equals mmseg's."""
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_custom  # noqa: F401
+
+init_default_scope('mmseg')
+
+
+def head(lean, **loss_kw):
+    return MODELS.build(dict(
+        type='ConvUpsampleLinearBNHead', in_channels=32, channels=32, num_classes=7,
+        dropout_ratio=0, lean_loss=lean, align_corners=loss_kw.pop('align_corners', False),
+        loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.7, **loss_kw)))
+
+
+@pytest.mark.parametrize('loss_kw', [
+    dict(), dict(avg_non_ignore=True), dict(class_weight=[0.5, 1, 2, 1, 1, 3, 0.1]),
+    dict(align_corners=True)])
+def test_lean_loss_equals_mmseg_loss_and_gradients(loss_kw):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 13, 11, dtype=torch.float64)
+    labels = torch.randint(0, 7, (2, 1, 50, 47))
+    labels[:, :, :5] = 255  # ignored pixels
+    samples = [SegDataSample(gt_sem_seg=PixelData(data=labels[i])) for i in range(2)]
+    results = []
+    for lean in (True, False):
+        x = logits.clone().requires_grad_()
+        losses = head(lean, **dict(loss_kw)).double().loss_by_feat(x, samples)
+        losses['loss_ce'].backward()
+        results.append((losses['loss_ce'].detach(), losses['acc_seg'], x.grad))
+    (l_lean, acc_lean, g_lean), (l_ref, acc_ref, g_ref) = results
+    torch.testing.assert_close(l_lean, l_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_lean, g_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(acc_lean.double(), acc_ref.double().reshape(acc_lean.shape))
+
+
+def test_batched_slide_equals_mmseg_slide():
+    cfg = dict(
+        type='BatchedSlideEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=dict(type='ViTSplit', trunk=dict(type='DINOv2', arch=dict(
+            embed_dims=32, depth=3, num_heads=2)), out_indices=[0, 2], select_layers=[2],
+            channels=32),
+        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
+                         num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
+        test_cfg=dict(mode='slide', crop_size=(42, 56), stride=(28, 30), crop_batch=3))
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.eval()
+    x = torch.randn(2, 3, 90, 131)
+    metas = [dict(img_shape=(90, 131), ori_shape=(90, 131))] * 2
+    with torch.no_grad():
+        ours = model.slide_inference(x, [dict(m) for m in metas])
+        ref = EncoderDecoder.slide_inference(model, x, [dict(m) for m in metas])
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)

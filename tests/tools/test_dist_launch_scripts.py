@@ -1,0 +1,53 @@
+"""dist_train.sh, dist_test.sh and slurm_train.sh: run, sourced or not, without a GPU."""
+import os
+import os.path as osp
+import stat
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DIST_TRAIN = osp.join(REPO, 'dist_train.sh')
+DIST_TEST = osp.join(REPO, 'dist_test.sh')
+SLURM_TRAIN = osp.join(REPO, 'slurm_train.sh')
+
+
+def test_dist_train_runs_two_gloo_processes(run, tiny_config, workspace):
+    work_dir = workspace / 'dist'
+    proc = run(['bash', DIST_TRAIN, tiny_config, '2', '--seed', '2023', '--work-dir', str(work_dir),
+                '--cfg-options', 'train_cfg.max_iters=2'])
+    assert proc.returncode == 0, proc.stdout
+    assert 'Total batch size: 4 = 2 processes x 2 images per process' in proc.stdout
+    assert 'mIoU' in proc.stdout  # validation at the last iteration, results gathered over gloo
+    assert osp.isfile(work_dir / 'iter_2.pth')
+
+
+def test_sourced_dist_test_runs_and_returns(full_run, run, tiny_config, workspace):
+    # As the ViT-Split README writes it: a variable assignment, then the script sourced.
+    script = (f'CUDA_VISIBLE_DEVICES= . {DIST_TEST} {tiny_config} {full_run[0] / "iter_4.pth"} 1 '
+              f'--work-dir {workspace / "dist_test"}; echo "returned $?"')
+    proc = run(['bash', '-c', script])
+    assert 'mIoU' in proc.stdout and 'returned 0' in proc.stdout, proc.stdout
+
+
+def test_sourced_dist_train_with_bad_config_does_not_exit_the_shell(run):
+    proc = run(['bash', '-c', '. ./dist_train.sh missing.py 1; echo "still-alive $?"'], cwd=REPO)
+    assert 'config missing.py not found' in proc.stdout
+    assert 'still-alive 2' in proc.stdout
+
+
+def test_dist_train_rejects_a_bad_process_count(run, tiny_config):
+    proc = run(['bash', DIST_TRAIN, tiny_config, 'four'])
+    assert proc.returncode == 2
+    assert "GPUS must be a positive number of processes, got 'four'" in proc.stdout
+
+
+def test_slurm_train_builds_the_srun_command(run, tiny_config, tmp_path):
+    fake_srun = tmp_path / 'srun'
+    fake_srun.write_text('#!/usr/bin/env bash\necho "srun $*"\n')
+    fake_srun.chmod(fake_srun.stat().st_mode | stat.S_IEXEC)
+    proc = run(['bash', SLURM_TRAIN, 'gpu', 'vitsplit', tiny_config, '2', '--seed', '2023'],
+               PATH=f'{tmp_path}:{os.environ["PATH"]}', SRUN_ARGS='--quotatype=auto')
+    assert proc.returncode == 0, proc.stdout
+    python = osp.join(REPO, '.venv', 'bin', 'python')
+    assert proc.stdout.strip() == (
+        f'srun -p gpu --job-name=vitsplit --gres=gpu:2 --ntasks=2 --ntasks-per-node=2 '
+        f'--cpus-per-task=5 --kill-on-bad-exit=1 --quotatype=auto {python} -u '
+        f'{REPO}/tools/train.py {tiny_config} --launcher slurm --seed 2023')

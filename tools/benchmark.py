@@ -1,0 +1,292 @@
+"""Training and inference speed, memory and FLOPs of configs, side by side on the same inputs.
+
+    python tools/benchmark.py CONFIG [CONFIG ...] [--batch 2] [--crop 512] [--iters 10]
+        [--device cpu|cuda] [--amp] [--compile] [--json OUT]
+
+Per config (random weights, random images and labels, the config's own optimizer and param groups):
+* training step time (forward + loss + backward + optimizer step), median after warm-up;
+* peak training memory above the idle process (CUDA: peak allocated; CPU: peak RSS, each config in
+  a fresh process so one config's peak cannot hide another's);
+* training FLOPs per step (forward, and backward only where gradients flow), counted by
+  ``torch.utils.flop_counter`` with torchvision's deformable conv added;
+* inference images/s (forward + logits resized to the crop, no grad);
+* where the training time goes (trunk, task head, prior head + fusion, decode head, loss,
+  backward, optimizer), from ``torch.profiler`` ranges;
+* with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image.
+Ratios against the first config are printed, so put the reference (e.g. full fine-tuning) first.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from torch.utils.flop_counter import FlopCounterMode
+
+import mmseg_custom  # noqa: F401 (registers the models)
+
+STAGES = ['trunk', 'task_head', 'prior_fusion', 'decode_head', 'loss', 'backward', 'optimizer']
+
+
+def _deform_conv_flops(inp_shape, weight_shape, offset_shape, *args, out_shape=None, **kw):
+    # As a dense conv of the same shape, plus 4 multiply-adds per sample for the bilinear taps.
+    b, cin = inp_shape[:2]
+    cout, _, kh, kw_ = weight_shape
+    hout, wout = offset_shape[-2:]
+    return 2 * b * cout * cin * kh * kw_ * hout * wout + 8 * b * cin * kh * kw_ * hout * wout
+
+
+def _deform_conv_backward_flops(grad_shape, inp_shape, weight_shape, *args, out_shape=None, **kw):
+    # Gradients for input/offsets and for the weight: twice the forward.
+    return 2 * _deform_conv_flops(inp_shape, weight_shape, grad_shape)
+
+
+def flop_counter():
+    mapping = {}
+    ops = getattr(torch.ops, 'torchvision', None)
+    if ops is not None and hasattr(ops, 'deform_conv2d'):
+        mapping[ops.deform_conv2d.default] = _deform_conv_flops
+        mapping[ops._deform_conv2d_backward.default] = _deform_conv_backward_flops
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def drop_pretrained(node):
+    """Random weights: no download, same compute."""
+    if isinstance(node, dict):
+        if node.get('type') == 'DINOv2':
+            node['pretrained'] = None
+        for v in node.values():
+            drop_pretrained(v)
+    elif isinstance(node, list):
+        for v in node:
+            drop_pretrained(v)
+
+
+def build(config, device):
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    drop_pretrained(cfg.model)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model = revert_sync_batchnorm(model).to(device)
+    return cfg, model
+
+
+def make_batch(cfg, batch, crop, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, crop, crop, generator=g).to(device)
+    num_classes = cfg.model.decode_head.num_classes
+    labels = torch.randint(0, num_classes, (batch, 1, crop, crop), generator=g)
+    labels[:, :, :crop // 16] = 255
+    samples = []
+    for i in range(batch):
+        s = SegDataSample(gt_sem_seg=PixelData(data=labels[i].to(device)))
+        s.set_metainfo(dict(img_shape=(crop, crop), ori_shape=(crop, crop), pad_shape=(crop, crop)))
+        samples.append(s)
+    return x, samples
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def rss_bytes(field='VmRSS'):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss():
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # resets VmHWM (peak RSS) to the current RSS
+
+
+def measure(config, args):
+    """All figures for one config, in this process."""
+    device = args.device
+    torch.manual_seed(0)
+    cfg, model = build(config, device)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    x, samples = make_batch(cfg, args.batch, args.crop, device)
+    amp = torch.autocast(device.split(':')[0], dtype=torch.bfloat16) if args.amp else nullcontext()
+    loss_fn = torch.compile(model.loss) if args.compile else model.loss
+
+    def train_step():
+        with torch.profiler.record_function('forward'), amp:
+            losses = loss_fn(x, samples)
+            loss = sum(v for k, v in losses.items() if 'loss' in k)
+        with torch.profiler.record_function('backward'):
+            loss.backward()
+        with torch.profiler.record_function('optimizer'):
+            optim.step()
+            optim.zero_grad()
+        return loss
+
+    model.train()
+    with flop_counter() as fc:
+        train_step()
+    train_flops = fc.get_total_flops()
+    for _ in range(args.warmup - 1):
+        train_step()
+    sync(device)
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+        idle = torch.cuda.memory_allocated()
+    else:
+        idle = rss_bytes()
+        reset_peak_rss()
+    times = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        train_step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda')
+            else rss_bytes('VmHWM')) - idle
+
+    stages = profile_stages(train_step, device)
+
+    model.eval()
+    infer = torch.compile(model.encode_decode) if args.compile else model.encode_decode
+    metas = [dict(img_shape=(args.crop, args.crop))] * args.batch
+    with torch.no_grad(), amp:
+        with flop_counter() as fc:
+            infer(x, metas)
+        infer_flops = fc.get_total_flops()
+        for _ in range(args.warmup):
+            infer(x, metas)
+        sync(device)
+        itimes = []
+        for _ in range(args.iters):
+            t = time.perf_counter()
+            infer(x, metas)
+            sync(device)
+            itimes.append(time.perf_counter() - t)
+    result = dict(
+        config=config, device=device, batch=args.batch, crop=args.crop, amp=args.amp,
+        compile=args.compile,
+        train_ms=1e3 * statistics.median(times), train_peak_mib=peak / 2**20,
+        train_gflop=train_flops / 1e9, infer_gflop_per_img=infer_flops / 1e9 / args.batch,
+        infer_img_s=args.batch / statistics.median(itimes),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        stages_ms=stages)
+    if args.slide:
+        result.update(measure_slide(model, cfg, args, amp))
+    return result
+
+
+def profile_stages(train_step, device):
+    """Milliseconds per stage of one training step, from the profiler's named ranges."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith('cuda'):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        train_step()
+        sync(device)
+    totals = {}
+    for evt in prof.key_averages():
+        name = evt.key.split('.')[-1] if evt.key.startswith('vitsplit.') else evt.key
+        if name in STAGES:
+            t = evt.device_time_total if device.startswith('cuda') else evt.cpu_time_total
+            totals[name] = totals.get(name, 0) + t / 1e3
+    return {k: round(totals[k], 2) for k in STAGES if k in totals}
+
+
+def measure_slide(model, cfg, args, amp):
+    """mmseg's slide inference vs the batched one, same model and image; max logit difference."""
+    h, w = args.crop, 2 * args.crop
+    img = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1)).to(args.device)
+    out = {}
+    for name, fn in (('mmseg', EncoderDecoder.slide_inference),
+                     ('batched', type(model).slide_inference)):
+        with torch.no_grad(), amp:
+            ref = fn(model, img, [dict(img_shape=(h, w))])
+            ts = []
+            for _ in range(max(3, args.iters // 2)):
+                t = time.perf_counter()
+                fn(model, img, [dict(img_shape=(h, w))])
+                sync(args.device)
+                ts.append(time.perf_counter() - t)
+        out[f'slide_{name}_ms'] = 1e3 * statistics.median(ts)
+        out[f'slide_{name}_logits'] = ref
+    diff = (out.pop('slide_mmseg_logits') - out.pop('slide_batched_logits')).abs().max().item()
+    out['slide_max_abs_diff'] = diff
+    return out
+
+
+def print_table(results):
+    ref = results[0]
+    print(f'\n{"config":<58}{"train ms":>10}{"x ref":>7}{"GFLOP":>9}{"x ref":>7}'
+          f'{"peak MiB":>10}{"x ref":>7}{"infer img/s":>13}')
+    for r in results:
+        name = os.path.basename(r['config'])[:57]
+        print(f'{name:<58}{r["train_ms"]:>10.1f}{r["train_ms"] / ref["train_ms"]:>7.2f}'
+              f'{r["train_gflop"]:>9.1f}{r["train_gflop"] / ref["train_gflop"]:>7.2f}'
+              f'{r["train_peak_mib"]:>10.0f}{r["train_peak_mib"] / ref["train_peak_mib"]:>7.2f}'
+              f'{r["infer_img_s"]:>13.2f}')
+    print('\nwhere one training step goes (ms; profiled step, so totals exceed the median):')
+    print(f'{"config":<58}' + ''.join(f'{s:>13}' for s in STAGES))
+    for r in results:
+        name = os.path.basename(r['config'])[:57]
+        print(f'{name:<58}' + ''.join(f'{r["stages_ms"].get(s, 0):>13.1f}' for s in STAGES))
+    if any('slide_mmseg_ms' in r for r in results):
+        print('\nslide inference, one image of crop x 2*crop (ms):')
+        for r in results:
+            if 'slide_mmseg_ms' in r:
+                print(f'{os.path.basename(r["config"])[:57]:<58} mmseg {r["slide_mmseg_ms"]:.1f}'
+                      f'  batched {r["slide_batched_ms"]:.1f}'
+                      f'  speed-up {r["slide_mmseg_ms"] / r["slide_batched_ms"]:.2f}x'
+                      f'  max |diff| {r["slide_max_abs_diff"]:.1e}')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='+')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--crop', type=int, default=512)
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations (median)')
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--slide', action='store_true', help='also time slide inference')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads on CPU (0: default)')
+    parser.add_argument('--json', help='write all figures here')
+    parser.add_argument('--one', help=argparse.SUPPRESS)  # child process: measure one config
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(measure(args.one, args)))
+        return
+    results = []
+    for config in args.configs:
+        print(f'measuring {config} ...', flush=True)
+        cmd = [sys.executable, __file__, *sys.argv[1:], '--one', config]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, text=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f'\n{torch.__version__}, {args.device}, batch {args.batch}, crop {args.crop}, '
+          f'amp {args.amp}, compile {args.compile}, threads {torch.get_num_threads()}')
+    print_table(results)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
