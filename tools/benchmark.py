@@ -33,7 +33,7 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import mmseg_custom  # noqa: F401 (registers the models)
 
@@ -54,7 +54,14 @@ def _deform_conv_backward_flops(grad_shape, inp_shape, weight_shape, *args, out_
 
 
 def flop_counter():
-    mapping = {}
+    aten = torch.ops.aten
+    # torch counts SDPA's CUDA kernels but not the CPU flash kernel: same formula.
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu.default:
+        lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward.default:
+        lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
+    }
     ops = getattr(torch.ops, 'torchvision', None)
     if ops is not None and hasattr(ops, 'deform_conv2d'):
         mapping[ops.deform_conv2d.default] = _deform_conv_flops

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
+from mmengine.hooks import Hook
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmengine.utils import mkdir_or_exist
 
@@ -77,6 +78,17 @@ def build_config(args):
     return cfg
 
 
+class ValidateBeforeTraining(Hook):
+    """Validate the initialised, untrained model once, so the mIoU curve starts at iteration 0."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.metrics = None
+
+    def before_train(self, runner):
+        self.metrics = runner.val_loop.run()
+
+
 def colorize(image, label, palette, alpha=0.6):
     """Blend class colours into an RGB image; background (class 0) is left as it is."""
     colour = palette[label].astype(np.float32)
@@ -84,16 +96,20 @@ def colorize(image, label, palette, alpha=0.6):
     return np.where((label > 0)[..., None], mixed, image).astype(np.uint8)
 
 
-def legend(classes, palette, width, scale):
-    """A strip with one colour swatch and name per class."""
+def text_strip(labels, width, scale, swatches=None):
+    """A white strip with the labels spread evenly, each after a colour swatch if given."""
     height = 14 * scale
     strip = np.full((height, width, 3), 255, np.uint8)
-    step = width // len(classes)
-    for i, (name, colour) in enumerate(zip(classes, palette)):
-        x = i * step + 2
-        cv2.rectangle(strip, (x, 3), (x + 8 * scale, height - 4), tuple(int(c) for c in colour), -1)
-        cv2.putText(strip, name, (x + 9 * scale, height - 4 * scale), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.13 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    step = width // len(labels)
+    for i, label in enumerate(labels):
+        x = i * step + 2 * scale
+        if swatches is not None:
+            colour = tuple(int(c) for c in swatches[i])
+            cv2.rectangle(strip, (x, 3 * scale), (x + 8 * scale, 11 * scale), colour, -1)
+            cv2.rectangle(strip, (x, 3 * scale), (x + 8 * scale, 11 * scale), (0, 0, 0), 1)
+            x += 10 * scale
+        cv2.putText(strip, label, (x, 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.14 * scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
     return strip
 
 
@@ -115,7 +131,10 @@ def write_overlays(runner, out_dir, num, scale=3):
             panel = np.concatenate(
                 [image, colorize(image, gt, palette), colorize(image, pred, palette)], axis=1)
             panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-            panel = np.concatenate([panel, legend(classes, palette, panel.shape[1], scale)])
+            width = panel.shape[1]
+            panel = np.concatenate([
+                text_strip(['image', 'ground truth', 'prediction'], width, scale), panel,
+                text_strip(classes, width, scale, swatches=palette)])
             path = osp.join(out_dir, f'val_{osp.splitext(osp.basename(result.img_path))[0]}.png')
             cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
             paths.append(path)
@@ -129,7 +148,7 @@ def read_scalars(path):
         for line in f:
             record = json.loads(line)
             if 'loss' in record:
-                loss.append((record['iter'], record['loss']))
+                loss.append((record['step'], record['loss']))
             if 'mIoU' in record:
                 miou.append((record['step'], record['mIoU']))
     return loss, miou
@@ -165,8 +184,10 @@ def main(argv=None):
     runner.logger.info(f'Total batch size {batch} (1 process x {batch}), '
                        f'{cfg.train_cfg.max_iters} iterations, {torch.get_num_threads()} threads')
 
-    before = runner.val()  # the untrained model, for comparison
+    untrained = ValidateBeforeTraining()
+    runner.register_hook(untrained)
     runner.train()
+    before = untrained.metrics
     after = runner.test()  # mmseg's test loop: IoUMetric logs the per-class table
 
     overlay_dir = osp.join(cfg.work_dir, 'overlays')

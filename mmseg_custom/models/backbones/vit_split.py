@@ -98,7 +98,7 @@ class ViTSplit(BaseModule):
         self.trunk.eval()
         dim, depth = self.trunk.embed_dims, self.trunk.num_layers
         self.channels = channels = channels or dim
-        self.out_indices = list(out_indices)
+        self.out_indices = list(range(depth) if out_indices is None else out_indices)
         self.select_layers = list(select_layers)
         check_indices(self.out_indices, depth, 'out_indices')
         check_indices(self.select_layers, depth, 'select_layers')

@@ -7,16 +7,19 @@ the logits' height), then build the output rows chunk by chunk as the same two-r
 kernel computes, and recompute each chunk in backward (activation checkpointing). Same loss and
 gradients (to float rounding), a fraction of the memory.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
-def _source_rows(in_size: int, out_size: int, align_corners: bool, device) -> Tuple[torch.Tensor, ...]:
-    """Rows i0, i1 and weights w0, w1 of bilinear interpolation, as PyTorch computes them."""
-    dst = torch.arange(out_size, device=device, dtype=torch.float32)
+def _source_rows(in_size: int, out_size: int, align_corners: bool, device,
+                 dtype: torch.dtype) -> Tuple[torch.Tensor, ...]:
+    """Rows i0, i1 and weights w0, w1 of bilinear interpolation, as PyTorch computes them (in
+    its accumulation type: double for double, float otherwise)."""
+    dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    dst = torch.arange(out_size, device=device, dtype=dtype)
     if align_corners:
         scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
         src = dst * scale
@@ -28,18 +31,15 @@ def _source_rows(in_size: int, out_size: int, align_corners: bool, device) -> Tu
     return i0, i1, 1 - w1, w1
 
 
-def _chunk_ce(wide: torch.Tensor, i0, i1, w0, w1, labels: torch.Tensor,
-              class_weight: Optional[torch.Tensor], ignore_index: int):
+def _chunk_ce(wide: torch.Tensor, i0, i1, w0, w1, labels: torch.Tensor, ignore_index: int):
     rows = wide[:, :, i0] * w0[:, None] + wide[:, :, i1] * w1[:, None]
-    loss = F.cross_entropy(rows, labels, weight=class_weight, ignore_index=ignore_index,
-                           reduction='sum')
+    loss = F.cross_entropy(rows, labels, ignore_index=ignore_index, reduction='sum')
     return loss, rows.detach().argmax(1)
 
 
 def resized_cross_entropy(logits: torch.Tensor,
                           labels: torch.Tensor,
                           ignore_index: int = 255,
-                          class_weight: Optional[torch.Tensor] = None,
                           align_corners: bool = False,
                           chunk_rows: int = 64) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed per-pixel cross-entropy of ``resize(logits, labels.shape[-2:])`` against ``labels``.
@@ -48,7 +48,6 @@ def resized_cross_entropy(logits: torch.Tensor,
         logits (Tensor): (B, C, h, w).
         labels (Tensor): (B, H, W) long.
         ignore_index (int): Label value that contributes no loss.
-        class_weight (Tensor | None): (C,) per-class weights, as ``F.cross_entropy``'s ``weight``.
         align_corners (bool): As the resize it replaces.
         chunk_rows (int): Output rows computed at a time.
 
@@ -59,14 +58,14 @@ def resized_cross_entropy(logits: torch.Tensor,
     H, W = labels.shape[-2:]
     wide = F.interpolate(logits, size=(logits.shape[2], W), mode='bilinear',
                          align_corners=align_corners)
-    i0, i1, w0, w1 = _source_rows(logits.shape[2], H, align_corners, logits.device)
+    i0, i1, w0, w1 = _source_rows(logits.shape[2], H, align_corners, logits.device, wide.dtype)
     w0, w1 = w0.to(wide.dtype), w1.to(wide.dtype)
     valid = labels != ignore_index
     total = logits.new_zeros(())
     correct = torch.zeros((), dtype=torch.long, device=logits.device)
     for r in range(0, H, chunk_rows):
         sl = slice(r, r + chunk_rows)
-        args = (wide, i0[sl], i1[sl], w0[sl], w1[sl], labels[:, sl], class_weight, ignore_index)
+        args = (wide, i0[sl], i1[sl], w0[sl], w1[sl], labels[:, sl], ignore_index)
         if torch.is_grad_enabled() and wide.requires_grad:
             loss, pred = checkpoint(_chunk_ce, *args, use_reentrant=False)
         else:

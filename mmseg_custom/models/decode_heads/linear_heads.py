@@ -25,9 +25,9 @@ class _BNLinearHead(BaseDecodeHead):
     """Base: a BatchNorm (SyncBN in multi-GPU configs) then the 1x1 classifier.
 
     Args:
-        lean_loss (bool): Compute a plain cross-entropy loss on the resized logits chunk by chunk
-            (same values and gradients, a fraction of the memory; see ``lean_loss.py``). Other
-            losses, or a pixel sampler, take mmseg's path. Default True.
+        lean_loss (bool): Compute a plain cross-entropy loss (no class weights) on the resized
+            logits chunk by chunk (same values and gradients, a fraction of the memory; see
+            ``lean_loss.py``). Other losses, or a pixel sampler, take mmseg's path. Default True.
         Others: mmseg's ``BaseDecodeHead`` args; ``norm_cfg`` sets the BatchNorm (default BN).
     """
 
@@ -44,12 +44,11 @@ class _BNLinearHead(BaseDecodeHead):
     def _loss(self, seg_logits: torch.Tensor, batch_data_samples) -> dict:
         ce = self.loss_decode
         if not (self.lean_loss and self.sampler is None and isinstance(ce, CrossEntropyLoss)
-                and not ce.use_sigmoid and not ce.use_mask):
+                and not ce.use_sigmoid and not ce.use_mask and ce.class_weight is None):
             return super().loss_by_feat(seg_logits, batch_data_samples)
         labels = self._stack_batch_gt(batch_data_samples).squeeze(1)
-        weight = None if ce.class_weight is None else seg_logits.new_tensor(ce.class_weight)
         total, correct, valid = resized_cross_entropy(seg_logits, labels, self.ignore_index,
-                                                      weight, self.align_corners)
+                                                      self.align_corners)
         # mmseg's reductions: mean over all pixels, or over non-ignored ones (+ eps) if asked.
         denom = (valid + torch.finfo(torch.float32).eps if ce.avg_non_ignore else labels.numel())
         return {ce.loss_name: ce.loss_weight * total / denom,
