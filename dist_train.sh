@@ -19,13 +19,20 @@
     echo "dist_train.sh: GPUS must be a positive number of processes, got '$gpus'; $usage" >&2
     exit 2
   fi
-  if [ -n "${PYTHON:-}" ]; then py=$PYTHON
-  elif [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$here/.venv/bin/python" ]; then py="$here/.venv/bin/python"
-  else py=python; fi
+  if [ -n "${PYTHON:-}" ]; then
+    py=$PYTHON
+  elif [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$here/.venv/bin/python" ]; then
+    py="$here/.venv/bin/python"
+  else
+    py=python
+  fi
   nnodes=${NNODES:-1}
-  if [ -n "${PORT:-}" ]; then port=$PORT
-  elif [ "$nnodes" -gt 1 ]; then port=29500
-  else port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+  if [ -n "${PORT:-}" ]; then
+    port=$PORT
+  elif [ "$nnodes" -gt 1 ]; then
+    port=29500
+  else
+    port=$("$py" -c 'import socket; print(socket.create_server(("", 0)).getsockname()[1])')
   fi
   "$py" -m torch.distributed.run \
     --nnodes="$nnodes" \

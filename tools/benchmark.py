@@ -8,7 +8,7 @@ Per config (random weights, random images and labels, the config's own optimizer
 * peak training memory above the idle process (CUDA: peak allocated; CPU: peak RSS, each config in
   a fresh process so one config's peak cannot hide another's);
 * training FLOPs per step (forward, and backward only where gradients flow), counted by
-  ``torch.utils.flop_counter`` with torchvision's deformable conv added;
+  ``torch.utils.flop_counter`` (matmuls, convs, attention; the CPU attention kernel added);
 * inference images/s (forward + logits resized to the crop, no grad);
 * where the training time goes (trunk, task head, prior head + fusion, decode head, loss,
   backward, optimizer), from ``torch.profiler`` ranges;
@@ -16,6 +16,7 @@ Per config (random weights, random images and labels, the config's own optimizer
 Ratios against the first config are printed, so put the reference (e.g. full fine-tuning) first.
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -40,19 +41,6 @@ import mmseg_custom  # noqa: F401 (registers the models)
 STAGES = ['trunk', 'task_head', 'prior_fusion', 'decode_head', 'loss', 'backward', 'optimizer']
 
 
-def _deform_conv_flops(inp_shape, weight_shape, offset_shape, *args, out_shape=None, **kw):
-    # As a dense conv of the same shape, plus 4 multiply-adds per sample for the bilinear taps.
-    b, cin = inp_shape[:2]
-    cout, _, kh, kw_ = weight_shape
-    hout, wout = offset_shape[-2:]
-    return 2 * b * cout * cin * kh * kw_ * hout * wout + 8 * b * cin * kh * kw_ * hout * wout
-
-
-def _deform_conv_backward_flops(grad_shape, inp_shape, weight_shape, *args, out_shape=None, **kw):
-    # Gradients for input/offsets and for the weight: twice the forward.
-    return 2 * _deform_conv_flops(inp_shape, weight_shape, grad_shape)
-
-
 def flop_counter():
     aten = torch.ops.aten
     # torch counts SDPA's CUDA kernels but not the CPU flash kernel: same formula.
@@ -62,10 +50,6 @@ def flop_counter():
         aten._scaled_dot_product_flash_attention_for_cpu_backward.default:
         lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
     }
-    ops = getattr(torch.ops, 'torchvision', None)
-    if ops is not None and hasattr(ops, 'deform_conv2d'):
-        mapping[ops.deform_conv2d.default] = _deform_conv_flops
-        mapping[ops._deform_conv2d_backward.default] = _deform_conv_backward_flops
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
@@ -123,78 +107,96 @@ def reset_peak_rss():
         f.write('5')  # resets VmHWM (peak RSS) to the current RSS
 
 
-def measure(config, args):
-    """All figures for one config, in this process."""
-    device = args.device
-    torch.manual_seed(0)
-    cfg, model = build(config, device)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
-    x, samples = make_batch(cfg, args.batch, args.crop, device)
-    amp = torch.autocast(device.split(':')[0], dtype=torch.bfloat16) if args.amp else nullcontext()
-    loss_fn = torch.compile(model.loss) if args.compile else model.loss
+class Bench:
+    """One config ready to train and infer on fixed random inputs."""
 
-    def train_step():
-        with torch.profiler.record_function('forward'), amp:
-            losses = loss_fn(x, samples)
+    def __init__(self, config, args):
+        torch.manual_seed(0)
+        self.config, self.device = config, args.device
+        self.cfg, self.model = build(config, args.device)
+        self.optim = build_optim_wrapper(self.model, self.cfg.optim_wrapper)
+        self.x, self.samples = make_batch(self.cfg, args.batch, args.crop, args.device)
+        self.metas = [dict(img_shape=(args.crop, args.crop))] * args.batch
+        self.amp = (torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16)
+                    if args.amp else nullcontext())
+        self.loss_fn = torch.compile(self.model.loss) if args.compile else self.model.loss
+        self.infer_fn = (torch.compile(self.model.encode_decode) if args.compile
+                         else self.model.encode_decode)
+
+    def train_step(self):
+        self.model.train()
+        with torch.profiler.record_function('forward'), self.amp:
+            losses = self.loss_fn(self.x, self.samples)
             loss = sum(v for k, v in losses.items() if 'loss' in k)
         with torch.profiler.record_function('backward'):
             loss.backward()
         with torch.profiler.record_function('optimizer'):
-            optim.step()
-            optim.zero_grad()
-        return loss
+            self.optim.step()
+            self.optim.zero_grad()
+        sync(self.device)
 
-    model.train()
+    @torch.no_grad()
+    def infer(self):
+        self.model.eval()
+        with self.amp:
+            self.infer_fn(self.x, self.metas)
+        sync(self.device)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure_alone(config, args):
+    """FLOPs, peak memory and the stage profile of one config, alone in this process."""
+    b = Bench(config, args)
     with flop_counter() as fc:
-        train_step()
+        b.train_step()
     train_flops = fc.get_total_flops()
     for _ in range(args.warmup - 1):
-        train_step()
-    sync(device)
-    if device.startswith('cuda'):
+        b.train_step()
+    if args.device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
         idle = torch.cuda.memory_allocated()
     else:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)  # return freed heap, so idle is really idle
         idle = rss_bytes()
         reset_peak_rss()
-    times = []
-    for _ in range(args.iters):
-        t = time.perf_counter()
-        train_step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda')
+    for _ in range(2):
+        b.train_step()
+    peak = (torch.cuda.max_memory_allocated() if args.device.startswith('cuda')
             else rss_bytes('VmHWM')) - idle
+    stages = profile_stages(b.train_step, args.device)
+    with flop_counter() as fc:
+        b.infer()
+    return dict(config=config, train_gflop=train_flops / 1e9, train_peak_mib=peak / 2**20,
+                infer_gflop_per_img=fc.get_total_flops() / 1e9 / args.batch, stages_ms=stages,
+                trainable=sum(p.numel() for p in b.model.parameters() if p.requires_grad))
 
-    stages = profile_stages(train_step, device)
 
-    model.eval()
-    infer = torch.compile(model.encode_decode) if args.compile else model.encode_decode
-    metas = [dict(img_shape=(args.crop, args.crop))] * args.batch
-    with torch.no_grad(), amp:
-        with flop_counter() as fc:
-            infer(x, metas)
-        infer_flops = fc.get_total_flops()
+def measure_times(configs, args):
+    """Step and inference times of all configs, interleaved step by step so that the machine's
+    noise falls on all of them alike."""
+    benches = [Bench(c, args) for c in configs]
+    for b in benches:
         for _ in range(args.warmup):
-            infer(x, metas)
-        sync(device)
-        itimes = []
-        for _ in range(args.iters):
-            t = time.perf_counter()
-            infer(x, metas)
-            sync(device)
-            itimes.append(time.perf_counter() - t)
-    result = dict(
-        config=config, device=device, batch=args.batch, crop=args.crop, amp=args.amp,
-        compile=args.compile,
-        train_ms=1e3 * statistics.median(times), train_peak_mib=peak / 2**20,
-        train_gflop=train_flops / 1e9, infer_gflop_per_img=infer_flops / 1e9 / args.batch,
-        infer_img_s=args.batch / statistics.median(itimes),
-        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        stages_ms=stages)
-    if args.slide:
-        result.update(measure_slide(model, cfg, args, amp))
-    return result
+            b.train_step()
+            b.infer()
+    train = {b.config: [] for b in benches}
+    infer = {b.config: [] for b in benches}
+    for _ in range(args.iters):
+        for b in benches:
+            train[b.config].append(timed(b.train_step))
+            infer[b.config].append(timed(b.infer))
+    out = {}
+    for b in benches:
+        out[b.config] = dict(train_ms=1e3 * statistics.median(train[b.config]),
+                             infer_img_s=args.batch / statistics.median(infer[b.config]))
+        if args.slide:
+            out[b.config].update(measure_slide(b.model, args, b.amp))
+    return out
 
 
 def profile_stages(train_step, device):
@@ -214,26 +216,23 @@ def profile_stages(train_step, device):
     return {k: round(totals[k], 2) for k in STAGES if k in totals}
 
 
-def measure_slide(model, cfg, args, amp):
-    """mmseg's slide inference vs the batched one, same model and image; max logit difference."""
+def measure_slide(model, args, amp):
+    """mmseg's slide inference vs the batched one, same model and image, alternated; max logit
+    difference between the two."""
     h, w = args.crop, 2 * args.crop
     img = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1)).to(args.device)
-    out = {}
-    for name, fn in (('mmseg', EncoderDecoder.slide_inference),
-                     ('batched', type(model).slide_inference)):
-        with torch.no_grad(), amp:
-            ref = fn(model, img, [dict(img_shape=(h, w))])
-            ts = []
-            for _ in range(max(3, args.iters // 2)):
-                t = time.perf_counter()
-                fn(model, img, [dict(img_shape=(h, w))])
-                sync(args.device)
-                ts.append(time.perf_counter() - t)
-        out[f'slide_{name}_ms'] = 1e3 * statistics.median(ts)
-        out[f'slide_{name}_logits'] = ref
-    diff = (out.pop('slide_mmseg_logits') - out.pop('slide_batched_logits')).abs().max().item()
-    out['slide_max_abs_diff'] = diff
-    return out
+    fns = dict(mmseg=EncoderDecoder.slide_inference, batched=type(model).slide_inference)
+    model.eval()
+    with torch.no_grad(), amp:
+        logits = {k: fn(model, img, [dict(img_shape=(h, w))]) for k, fn in fns.items()}
+        times = {k: [] for k in fns}
+        for _ in range(max(3, args.iters // 2)):
+            for k, fn in fns.items():
+                times[k].append(timed(lambda: (fn(model, img, [dict(img_shape=(h, w))]),
+                                               sync(args.device))))
+    return dict(slide_mmseg_ms=1e3 * statistics.median(times['mmseg']),
+                slide_batched_ms=1e3 * statistics.median(times['batched']),
+                slide_max_abs_diff=(logits['mmseg'] - logits['batched']).abs().max().item())
 
 
 def print_table(results):
@@ -279,14 +278,19 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(measure(args.one, args)))
+        print(json.dumps(measure_alone(args.one, args)))
         return
     results = []
     for config in args.configs:
-        print(f'measuring {config} ...', flush=True)
+        print(f'FLOPs, memory and profile of {config} (own process) ...', flush=True)
         cmd = [sys.executable, __file__, *sys.argv[1:], '--one', config]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, text=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print('timing all configs, interleaved ...', flush=True)
+    times = measure_times(args.configs, args)
+    for r in results:
+        r.update(times[r['config']], device=args.device, batch=args.batch, crop=args.crop,
+                 amp=args.amp, compile=args.compile)
     print(f'\n{torch.__version__}, {args.device}, batch {args.batch}, crop {args.crop}, '
           f'amp {args.amp}, compile {args.compile}, threads {torch.get_num_threads()}')
     print_table(results)

@@ -9,8 +9,10 @@ e.g. after ``tools/demo.py``::
 """
 import argparse
 
+import mmcv
 import torch
-from mmseg.apis import inference_model, init_model, show_result_pyplot
+from mmseg.apis import inference_model, init_model
+from mmseg.visualization import SegLocalVisualizer
 
 
 def parse_args(argv=None):
@@ -23,18 +25,20 @@ def parse_args(argv=None):
                         help='device, e.g. cpu or cuda:0')
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='opacity of the class colours, in (0, 1]')
-    parser.add_argument('--title', default='prediction', help='title of the overlay')
+    parser.add_argument('--no-labels', action='store_true',
+                        help='do not write class names on the overlay')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     model = init_model(args.config, args.checkpoint, device=args.device)
-    # Pass the file path, not an array: mmseg then reads it as BGR itself, and the model's test
-    # pipeline stays the file-loading one (an array call rewrites it, and later path calls fail).
+    # Pass the file path, not an array: mmseg reads it as BGR itself, and the model's test
+    # pipeline stays the file-loading one (an array call rewrites it; later path calls then fail).
     result = inference_model(model, args.img)
-    show_result_pyplot(model, args.img, result, opacity=args.opacity, title=args.title,
-                       draw_gt=False, show=False, out_file=args.out)
+    visualizer = SegLocalVisualizer(alpha=args.opacity, **model.dataset_meta)
+    visualizer.add_datasample('prediction', mmcv.imread(args.img, channel_order='rgb'), result,
+                              draw_gt=False, out_file=args.out, with_labels=not args.no_labels)
     print(f'Overlay written to {args.out}')
     return result
 

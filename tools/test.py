@@ -20,11 +20,9 @@ def parse_args():
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and the evaluation metrics')
-    parser.add_argument('--out', help='directory to save the predictions to, for offline evaluation')
+    parser.add_argument('--out', help='directory to save predictions to, for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
-    parser.add_argument(
-        '--show-dir',
-        help='directory to save painted predictions to, under work_dir/<timestamp>/')
+    parser.add_argument('--show-dir', help='directory to save painted predictions to')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,

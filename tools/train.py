@@ -1,7 +1,7 @@
 """Train a segmentor: mmseg 1.x's ``tools/train.py`` flags on ``PortableRunner``.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--seed 2023]
-    bash dist_train.sh CONFIG GPUS [same flags]      # several processes (gloo on a CPU-only machine)
+    bash dist_train.sh CONFIG GPUS [same flags]    # several processes (gloo without a GPU)
 """
 import argparse
 import logging
@@ -17,7 +17,7 @@ from mmseg_custom.engine import PortableRunner
 
 
 def parse_args():
-    """Command line of mmseg 1.x's train.py, plus ``--resume CKPT``, ``--seed``, ``--deterministic``."""
+    """mmseg 1.x's train.py command line plus ``--resume CKPT``, ``--seed``, ``--deterministic``."""
     parser = argparse.ArgumentParser(description='Train a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -25,7 +25,8 @@ def parse_args():
         '--resume', nargs='?', const='auto', metavar='CKPT',
         help='resume from CKPT, or without CKPT from the latest checkpoint in the work dir '
         '(training starts from scratch when there is none)')
-    parser.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic-mixed-precision training')
     parser.add_argument('--seed', type=int, help='random seed (the ViT-Split runs used 2023)')
     parser.add_argument('--deterministic', action='store_true',
                         help='make cuDNN deterministic (slower)')
@@ -49,7 +50,8 @@ def enable_amp(cfg):
                   level=logging.WARNING)
         return
     if cfg.optim_wrapper.type != 'OptimWrapper':
-        raise ValueError(f'--amp needs optim_wrapper type OptimWrapper, got {cfg.optim_wrapper.type}')
+        raise ValueError('--amp needs optim_wrapper type OptimWrapper, '
+                         f'got {cfg.optim_wrapper.type}')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
 

@@ -1,8 +1,8 @@
 """Training machinery: a portable Runner, SyncBN fallback and safe checkpoints.
 
-Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, the ``'atomic_local'`` file backend,
-mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list for mmengine
-checkpoints (see :mod:`.checkpoint`).
+Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, the ``'atomic_local'`` file
+backend, mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list for
+mmengine checkpoints (see :mod:`.checkpoint`).
 """
 from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
                          load_from_local)

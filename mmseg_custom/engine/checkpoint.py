@@ -1,11 +1,13 @@
 """Checkpoints that survive torch >= 2.6 ``weights_only`` loading, crashes and truncation.
 
-* ``allow_mmengine_checkpoint_globals`` allow-lists, for ``torch.load(weights_only=True)``, exactly the
-  non-tensor objects mmengine writes into a checkpoint: ``HistoryBuffer`` (message hub) and the numpy
-  arrays, scalars and dtypes it holds. Nothing else is unpickled, so a checkpoint cannot run code.
+* ``allow_mmengine_checkpoint_globals`` allow-lists, for ``torch.load(weights_only=True)``, exactly
+  the non-tensor objects mmengine writes into a checkpoint: ``HistoryBuffer`` (message hub) and the
+  numpy arrays, scalars and dtypes it holds. Nothing else is unpickled: a checkpoint cannot run
+  code.
 * ``load_from_local`` replaces mmengine's loader for local paths (``load_from``, ``--resume``,
-  ``init_model``, ``init_cfg=dict(type='Pretrained')``): it loads with ``weights_only=True`` and turns
-  a missing, corrupt or truncated file into an error that names the file and says what to do.
+  ``init_model``, ``init_cfg=dict(type='Pretrained')``): it loads with ``weights_only=True``, checks
+  the archive's CRCs (torch does not), and turns a missing, corrupt or truncated file into an error
+  that names the file and says what to do.
 * ``AtomicLocalBackend`` (file backend ``'atomic_local'``) writes a file to a temporary name in the
   same folder, fsyncs it and renames it over the target, so an interrupted save leaves the previous
   checkpoint intact instead of a truncated one.
@@ -82,8 +84,17 @@ def _zip_damage(filename):
     return None if bad is None else f'member {bad} fails its CRC check'
 
 
+def _corrupt(filename, damage):
+    """The error for a checkpoint whose bytes are damaged."""
+    return CheckpointError(
+        f'Checkpoint {filename} is corrupt or truncated: {damage}. It was probably cut off while '
+        'being written (a killed job, a full disk) or while being copied. Delete it, and the '
+        "work dir's last_checkpoint file if it names it, then resume from an earlier checkpoint "
+        'or copy the file again.')
+
+
 def load_from_local(filename, map_location=None):
-    """Load a local checkpoint with ``weights_only=True`` and explain why it failed, if it does.
+    """Load a local checkpoint with ``weights_only=True`` and check it; explain any failure.
 
     Registered as mmengine's checkpoint loader for local paths.
 
@@ -102,16 +113,11 @@ def load_from_local(filename, map_location=None):
     if not osp.isfile(filename):
         raise FileNotFoundError(f'Checkpoint {filename} does not exist.')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
     except Exception as err:
-        # Diagnose only on failure: checking the CRCs reads the whole file again.
         damage = _zip_damage(filename)
         if damage is not None:
-            raise CheckpointError(
-                f'Checkpoint {filename} is corrupt or truncated: {damage}. It was probably cut off '
-                'while being written (a killed job, a full disk) or while being copied. Delete it, '
-                'and the work dir\'s last_checkpoint file if it names it, then resume from an '
-                'earlier checkpoint or copy the file again.') from err
+            raise _corrupt(filename, damage) from err
         if isinstance(err, pickle.UnpicklingError):
             raise CheckpointError(
                 f'Checkpoint {filename} holds Python objects that mmseg_custom does not allow-list '
@@ -119,6 +125,12 @@ def load_from_local(filename, map_location=None):
                 'file, re-save only its tensors (its "state_dict") and load that instead. '
                 f'Details: {err}') from err
         raise
+    # torch does not check the archive's CRCs: a damaged tensor would load as wrong weights.
+    # Legacy (pre-zip) files have no CRCs to check.
+    damage = _zip_damage(filename) if zipfile.is_zipfile(filename) else None
+    if damage is not None:
+        raise _corrupt(filename, damage)
+    return checkpoint
 
 
 class AtomicLocalBackend(LocalBackend):

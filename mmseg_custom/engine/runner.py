@@ -1,4 +1,4 @@
-"""An mmengine ``Runner`` that runs one config on many GPUs, one GPU or a CPU, with safe checkpoints."""
+"""An mmengine ``Runner`` that runs one config on many GPUs, one GPU or CPU; safe checkpoints."""
 import datetime
 import os.path as osp
 
@@ -19,7 +19,7 @@ from .sync_bn import revert_sync_bn_if_unsupported
 
 @RUNNERS.register_module()
 class PortableRunner(Runner):
-    """``Runner`` that adapts a GPU config to the machine it runs on and saves checkpoints atomically.
+    """``Runner`` that adapts a GPU config to the machine it runs on, saving checkpoints atomically.
 
     Differences from :class:`mmengine.runner.Runner`, each where mmengine would fail or mislead:
 

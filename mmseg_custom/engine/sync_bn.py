@@ -30,8 +30,8 @@ def revert_sync_bn_if_unsupported(model, world_size, logger='current'):
         logger (str | logging.Logger): where the line goes. Default: the current mmengine logger.
 
     Returns:
-        nn.Module: ``model`` with BN (``_BatchNormXd``) layers in place of SyncBN layers where needed;
-        the same parameter and buffer tensors are reused.
+        nn.Module: ``model`` with BN (``_BatchNormXd``) layers in place of SyncBN layers where
+        needed; the same parameter and buffer tensors are reused.
     """
     if sync_bn_can_run(world_size):
         return model

@@ -1,6 +1,8 @@
 """Checkpoints: weights_only loading of mmengine's objects, clear errors, atomic writes."""
 import os
 import re
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -46,13 +48,21 @@ def test_truncated_checkpoint_error_names_the_file(tmp_path, keep):
         _load_checkpoint(str(path))
 
 
-def test_corrupt_byte_is_found(tmp_path):
+@pytest.mark.parametrize('where', ['data.pkl', 'data/0'])
+def test_corrupt_byte_is_found_by_its_crc(tmp_path, where):
+    """A flipped byte in the pickle or in a tensor; torch itself may load either silently."""
     path = tmp_path / 'iter_4.pth'
     torch.save(mmengine_style_checkpoint(), path)
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(where))
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    # A member's local header: 30 bytes, then its name and extra field, then its bytes.
+    start = info.header_offset
+    name_len, extra_len = struct.unpack('<HH', data[start + 26:start + 30])
+    data[start + 30 + name_len + extra_len + 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match='corrupt or truncated: member .* CRC'):
+    message = f'corrupt or truncated: member .*{where} fails its CRC'
+    with pytest.raises(CheckpointError, match=message):
         _load_checkpoint(str(path))
 
 

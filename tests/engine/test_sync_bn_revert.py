@@ -5,6 +5,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 from torch import nn
 
@@ -18,7 +19,8 @@ def sync_bn_model():
     """The tiny test config's UNet + FCN head, SyncBN in backbone and head, with trained-looking
     statistics."""
     cfg = Config.fromfile(CONFIG)
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg.model)
     with torch.no_grad():
         for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)):
             m.weight.uniform_(0.5, 1.5)

@@ -1,4 +1,4 @@
-"""Fixtures of the launcher tests: a tiny data set and helpers that run the tools as a user would."""
+"""Fixtures of the launcher tests: a tiny data set, and runs of the tools as a user makes them."""
 import os
 import os.path as osp
 import subprocess

@@ -67,5 +67,4 @@ def test_test_py_evaluates_and_writes_predictions(full_run, run, tiny_config, wo
     assert proc.returncode == 0, proc.stdout
     assert 'mIoU' in proc.stdout
     assert len(glob.glob(str(out_dir / '*.png'))) == 2
-    assert len(glob.glob(str(workspace / 'test' / '*' / show_dir / '**' / '*.png'),
-                         recursive=True)) == 2
+    assert len(glob.glob(str(workspace / show_dir / '**' / '*.png'), recursive=True)) == 2

@@ -1,8 +1,9 @@
 # The ViT-Split recipe (SPEC section 4): AdamW, task head at 0.1x lr, 1500-iter linear warm-up
-# from 1e-6 x lr, then poly decay. Configs set the base lr.
+# from 1e-6 x lr, then poly decay. Configs set the base lr. fused=True: torch's single-kernel
+# AdamW, the same update (to float rounding), ~20x faster than the per-tensor loop on CPU.
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.01),
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.01, fused=True),
     paramwise_cfg=dict(custom_keys={'backbone.task_head': dict(lr_mult=0.1)}))
 max_iters = 40000
 param_scheduler = [
