@@ -73,7 +73,7 @@ step "$current"
 current="install mmseg-vitsplit (editable) and its compiled op"
 step "$current"
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
-FORCE_CUDA=$with_cuda bash ops/make.sh
+PYTHON="$py" FORCE_CUDA=$with_cuda bash ops/make.sh
 
 current="check the install"
 step "$current"

@@ -36,7 +36,10 @@ def main(argv=None):
     # Pass the file path, not an array: mmseg reads it as BGR itself, and the model's test
     # pipeline stays the file-loading one (an array call rewrites it; later path calls then fail).
     result = inference_model(model, args.img)
-    visualizer = SegLocalVisualizer(alpha=args.opacity, **model.dataset_meta)
+    visualizer = SegLocalVisualizer(alpha=args.opacity)
+    # Set after construction: mmseg 1.2's constructor swaps its classes and palette arguments.
+    visualizer.dataset_meta = dict(classes=model.dataset_meta['classes'],
+                                   palette=model.dataset_meta['palette'])
     visualizer.add_datasample('prediction', mmcv.imread(args.img, channel_order='rgb'), result,
                               draw_gt=False, out_file=args.out, with_labels=not args.no_labels)
     print(f'Overlay written to {args.out}')

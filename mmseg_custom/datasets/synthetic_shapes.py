@@ -24,7 +24,7 @@ from PIL import Image
 
 CLASSES = ('background', 'circle', 'triangle', 'square', 'stripes', 'checker')
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-           [245, 130, 48]]
+           [145, 30, 180]]
 
 MARKER = '.complete'
 SPLITS = ('train', 'val')

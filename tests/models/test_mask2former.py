@@ -21,18 +21,27 @@ NUM_CLASSES = 3
 SIZE = 112  # an 8x8 grid of 14-pixel patches
 
 
-def tiny_config(repo_dir):
-    """The small config with a random 4-block, 64-wide trunk, few queries, layers and points."""
+def tiny_config(repo_dir, width=32):
+    """The small config with a random 4-block, 64-wide trunk, and a ``width``-channel head with
+    few queries, layers and points: about a second per training step on a 2-core CPU."""
     cfg = Config.fromfile(osp.join(repo_dir, CONFIG))
     model = cfg.model
     model.data_preprocessor.size = (SIZE, SIZE)
     model.backbone.trunk.update(arch=dict(embed_dims=64, depth=4, num_heads=2), pretrained=None)
     model.backbone.update(out_indices=[1, 2], select_layers=[2, 3], channels=64)
-    model.neck.in_channels = 64
+    model.neck.update(in_channels=64, out_channels=width)
     head = model.decode_head
-    head.update(num_classes=NUM_CLASSES, num_queries=6)
-    head.pixel_decoder.encoder.num_layers = 2
-    head.transformer_decoder.num_layers = 3
+    head.update(in_channels=[width] * 4, feat_channels=width, out_channels=width,
+                num_classes=NUM_CLASSES, num_queries=6)
+    encoder, decoder = head.pixel_decoder.encoder, head.transformer_decoder
+    encoder.num_layers, decoder.num_layers = 2, 3
+    for part in (head.pixel_decoder, head):
+        part.positional_encoding.num_feats = width // 2
+    for layer_cfg in (encoder.layer_cfg, decoder.layer_cfg):
+        layer_cfg.ffn_cfg.update(embed_dims=width, feedforward_channels=2 * width)
+        for key in ('self_attn_cfg', 'cross_attn_cfg'):
+            if key in layer_cfg:
+                layer_cfg[key].update(embed_dims=width, num_heads=4)
     head.loss_cls.class_weight = [1.0] * NUM_CLASSES + [0.1]
     head.train_cfg.num_points = 1024
     cfg.optim_wrapper.optimizer.lr = 1e-3
@@ -82,7 +91,8 @@ def test_pixel_decoder_attends_with_our_op(tiny_model, monkeypatch):
     monkeypatch.setattr(attention_module, 'multi_scale_deformable_attn', counted)
     model.eval()
     with torch.no_grad():
-        logits = model.encode_decode(torch.randn(1, 3, SIZE, SIZE), [dict(img_shape=(SIZE, SIZE))])
+        logits = model.encode_decode(torch.randn(1, 3, SIZE, SIZE),
+                                     [dict(img_shape=(SIZE, SIZE))])
     assert logits.shape == (1, NUM_CLASSES, SIZE, SIZE)
     assert len(calls) == len(attentions)
 
@@ -92,12 +102,13 @@ def test_loss_decreases_on_cpu(tiny_model):
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     batch = tiny_batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     losses = []
-    for _ in range(8):
+    for _ in range(10):
         log_vars = model.train_step(batch, optim_wrapper)
         losses.append(log_vars['loss'].item())
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert min(losses[-3:]) < 0.8 * losses[0], losses
-    trained = {n.split('.')[0] for n, p in model.named_parameters() if p.grad is not None}
-    assert {'backbone', 'neck', 'decode_head'} <= trained
-    assert not any(p.grad is not None for p in model.backbone.trunk.parameters())
+    assert min(losses[-3:]) < 0.85 * losses[0], losses
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert {n.split('.')[0] for n in changed} == {'backbone', 'neck', 'decode_head'}
+    assert not any(n.startswith('backbone.trunk.') for n in changed)

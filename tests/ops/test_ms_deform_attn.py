@@ -26,6 +26,9 @@ CASES = {
     'one_level': ([(5, 7)], 2, 2, 8, 6, 3),
     'batch_1': ([(4, 4), (2, 3)], 1, 4, 4, 9, 2),
 }
+# The CUDA backward reduces over channels per warp (head_dim <= 32 dividing 32), across warps
+# (multiples of 32) or not at all (other head_dim): one case each.
+CUDA_CASES = {**CASES, 'head_dim_64': ([(5, 6), (3, 3)], 2, 2, 64, 10, 4)}
 
 
 def make_inputs(levels, batch, heads, head_dim, queries, points, dtype=torch.float64,
@@ -184,7 +187,7 @@ def relative_error(actual, expected):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('case', CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize('case', CUDA_CASES.values(), ids=CUDA_CASES.keys())
 def test_cuda_matches_reference(case, dtype):
     (out, grads), (ref_out, ref_grads) = run_both(*make_inputs(*case, dtype=dtype, device='cuda'))
     tol = dict(rtol=1e-9, atol=1e-11) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
@@ -213,3 +216,31 @@ def test_cuda_low_precision(dtype):
     assert relative_error(out, ref_out) < 1e-2
     for grad, ref in zip(grads, ref_grads):
         assert relative_error(grad, ref) < 1e-2
+
+
+@pytest.mark.parametrize('batch_first', [True, False])
+@pytest.mark.parametrize('ref_dims', [2, 4])
+def test_module_matches_mmcv(batch_first, ref_dims):
+    """Our nn.Module is mmcv's with the sampling swapped: same parameters, same output (mmcv's
+    runs its PyTorch reference on CPU)."""
+    mmcv_ops = pytest.importorskip('mmcv.ops')
+    from mmseg_custom.ops import MultiScaleDeformableAttention
+    torch.manual_seed(0)
+    cfg = dict(embed_dims=16, num_heads=2, num_levels=2, num_points=3, dropout=0.0,
+               batch_first=batch_first)
+    ours = MultiScaleDeformableAttention(**cfg)
+    theirs = mmcv_ops.MultiScaleDeformableAttention(**cfg)
+    for module in (ours, theirs):
+        gen = torch.Generator().manual_seed(1)
+        for p in module.parameters():  # non-trivial offsets and weights
+            p.data = torch.randn(p.shape, generator=gen) * 0.3
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    shapes = torch.tensor([[4, 5], [2, 3]])
+    start = torch.tensor([0, 20])
+    query = torch.randn(2, 26, 16)
+    refs = torch.rand(2, 26, 2, ref_dims)
+    if not batch_first:
+        query = query.transpose(0, 1)
+    args = dict(query=query, reference_points=refs, spatial_shapes=shapes,
+                level_start_index=start, key_padding_mask=torch.rand(2, 26) > 0.8)
+    torch.testing.assert_close(ours(**args), theirs(**args), rtol=1e-5, atol=1e-5)

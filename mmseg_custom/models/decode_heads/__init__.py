@@ -1,3 +1,7 @@
 from .linear_heads import ConvUpsampleLinearBNHead, LinearBNHead, MultiScaleConvUpsampleLinearBNHead
+from .mask2former_pixel_decoder import MSDAPixelDecoder
 
-__all__ = ['ConvUpsampleLinearBNHead', 'LinearBNHead', 'MultiScaleConvUpsampleLinearBNHead']
+__all__ = [
+    'ConvUpsampleLinearBNHead', 'LinearBNHead', 'MultiScaleConvUpsampleLinearBNHead',
+    'MSDAPixelDecoder'
+]
