@@ -28,6 +28,8 @@ PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200
 
 MARKER = '.complete'
 SPLITS = ('train', 'val')
+# Object scale (radius of the equal-area circle) as a fraction of the image side.
+RADIUS_RANGE = (0.12, 0.22)
 # Bump when the drawing code changes, so data written by an older version is regenerated.
 GENERATOR_VERSION = 1
 
@@ -126,7 +128,7 @@ def generate_sample(rng, size=112, max_objects=5):
         cls = int(rng.integers(1, len(CLASSES)))
         # Rejection sampling: keep objects mostly apart so each one shows its outline.
         for _attempt in range(20):
-            r = rng.uniform(0.12, 0.22) * size
+            r = rng.uniform(*RADIUS_RANGE) * size
             cy, cx = rng.uniform(0.1 * size, 0.9 * size, size=2)
             mask = _shape_mask(cls, rng, size, cy, cx, r)
             area = mask.sum()

@@ -70,3 +70,35 @@ def test_class_weighted_loss_takes_mmseg_path():
     ref = head(False, class_weight=[0.5, 1, 2, 1, 1, 3, 0.1]).double()
     torch.testing.assert_close(h.loss_by_feat(logits, samples)['loss_ce'],
                                ref.loss_by_feat(logits, samples)['loss_ce'])
+
+
+def tiny_fast_segmentor(**test_cfg):
+    cfg = dict(
+        type='BatchedSlideEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=dict(type='ViTSplit', trunk=dict(type='DINOv2', arch=dict(
+            embed_dims=64, depth=3, num_heads=2)), out_indices=[0, 2], select_layers=[2]),
+        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=64, channels=64,
+                         num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
+        test_cfg=ConfigDict(mode='whole', **test_cfg))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model.eval()
+
+
+@pytest.mark.parametrize('fast', [dict(amp=True), dict(compile=True)])
+def test_bf16_and_compiled_inference_match_fp32_eager(fast):
+    ref = tiny_fast_segmentor()
+    model = tiny_fast_segmentor(**fast)
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 84, 70)
+    metas = [dict(img_shape=(84, 70))] * 2
+    with torch.no_grad():
+        expected, out = ref.encode_decode(x, metas), model.encode_decode(x, metas)
+    assert out.dtype == torch.float32
+    # bf16 keeps 8 mantissa bits: logits of scale ~1 agree to a few 1e-2; compile to float rounding.
+    tol = 0.1 if fast.get('amp') else 1e-4
+    torch.testing.assert_close(out, expected, rtol=0, atol=tol)
+    agree = (out.argmax(1) == expected.argmax(1)).float().mean().item()
+    assert agree >= (0.98 if fast.get('amp') else 1.0), f'predicted classes agree on {agree:.4f}'
