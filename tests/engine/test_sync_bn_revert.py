@@ -11,7 +11,7 @@ from torch import nn
 
 from mmseg_custom.engine import revert_sync_bn_if_unsupported, sync_bn_can_run
 
-CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data', 'tiny_seg_config.py')
+CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'tiny_seg_config.py')
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'tests', 'data', 'tiny_seg_config.py')
+CONFIG = osp.join(REPO, 'tests', 'tools', 'tiny_seg_config.py')
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
 
 
