@@ -12,6 +12,7 @@ from mmseg.registry import RUNNERS
 
 import mmseg_custom  # noqa: F401 (registers models, datasets, PortableRunner, checkpoint loading)
 from mmseg_custom.engine import PortableRunner
+from mmseg_custom.utils.preflight import preflight
 
 
 def parse_args():
@@ -31,6 +32,8 @@ def parse_args():
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test time augmentation')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast inference')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the network')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -67,6 +70,11 @@ def main():
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
+    if args.amp or args.compile:
+        if cfg.model.type != 'BatchedSlideEncoderDecoder':
+            raise ValueError('--amp/--compile need model.type BatchedSlideEncoderDecoder '
+                             f'(the segmentor of our configs), got {cfg.model.type}')
+        cfg.model.test_cfg.update(amp=args.amp, compile=args.compile)
     if args.tta:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
@@ -75,6 +83,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
+    preflight(cfg, splits=('test', ), weights=False)  # the checkpoint brings the weights
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
     runner.test()
 

@@ -14,6 +14,7 @@ from mmseg.registry import RUNNERS
 
 import mmseg_custom  # noqa: F401 (registers models, datasets, PortableRunner, checkpoint loading)
 from mmseg_custom.engine import PortableRunner
+from mmseg_custom.utils.preflight import preflight
 
 
 def parse_args():
@@ -26,7 +27,9 @@ def parse_args():
         help='resume from CKPT, or without CKPT from the latest checkpoint in the work dir '
         '(training starts from scratch when there is none)')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic-mixed-precision training')
+                        help='bf16 mixed-precision training (GPU or CPU; no loss scaling needed)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the training step (mmengine compile=True)')
     parser.add_argument('--seed', type=int, help='random seed (the ViT-Split runs used 2023)')
     parser.add_argument('--deterministic', action='store_true',
                         help='make cuDNN deterministic (slower)')
@@ -44,16 +47,15 @@ def parse_args():
 
 
 def enable_amp(cfg):
-    """Switch ``cfg.optim_wrapper`` to ``AmpOptimWrapper`` with a dynamic loss scale."""
-    if cfg.optim_wrapper.type == 'AmpOptimWrapper':
-        print_log('AMP training is already enabled in your config.', logger='current',
-                  level=logging.WARNING)
+    """Switch ``cfg.optim_wrapper`` to bf16 autocast (``BF16OptimWrapper``)."""
+    if cfg.optim_wrapper.type in ('AmpOptimWrapper', 'BF16OptimWrapper'):
+        print_log(f'Mixed precision is already enabled in the config ({cfg.optim_wrapper.type}).',
+                  logger='current', level=logging.WARNING)
         return
     if cfg.optim_wrapper.type != 'OptimWrapper':
         raise ValueError('--amp needs optim_wrapper type OptimWrapper, '
                          f'got {cfg.optim_wrapper.type}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper.type = 'BF16OptimWrapper'
 
 
 def main():
@@ -70,6 +72,8 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         enable_amp(cfg)
+    if args.compile:
+        cfg.compile = True
     if args.resume == 'auto':
         cfg.resume = 'auto'  # PortableRunner: the latest checkpoint here, else a fresh start
     elif args.resume is not None:
@@ -83,6 +87,7 @@ def main():
             randomness['deterministic'] = True
         cfg.randomness = randomness
 
+    preflight(cfg, splits=('train', 'val'))  # missing data or weights: one clear error, now
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
     batch, world = cfg.train_dataloader.batch_size, runner.world_size
     runner.logger.info(f'Total batch size: {world * batch} = {world} process{"es" * (world > 1)} '

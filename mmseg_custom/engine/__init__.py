@@ -4,12 +4,13 @@ Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, the ``'atomic_
 backend, mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list for
 mmengine checkpoints (see :mod:`.checkpoint`).
 """
+from .autocast import BF16OptimWrapper
 from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
                          load_from_local)
 from .runner import PortableRunner
 from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
-    'AtomicLocalBackend', 'CheckpointError', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
+    'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
     'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
 ]

@@ -1,0 +1,42 @@
+"""Missing datasets and weights stop the launchers before any work, with the path and the fix."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmseg_custom.utils.preflight import preflight
+
+CONFIG = 'configs/ade20k/vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py'
+
+
+def test_train_without_dataset_fails_before_any_work(repo_dir, tmp_path):
+    work = tmp_path / 'work'
+    proc = subprocess.run([sys.executable, osp.join(repo_dir, 'tools/train.py'),
+                           osp.join(repo_dir, CONFIG), '--work-dir', str(work)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'Dataset not found: data/ade/ADEChallengeData2016/images/training' in proc.stderr
+    assert 'dataset_prepare' in proc.stderr and 'data_root' in proc.stderr
+    assert not work.exists(), 'nothing may be written before the check'
+
+
+def test_missing_weights_error_names_url_and_place(repo_dir, tmp_path, monkeypatch):
+    cfg = Config.fromfile(osp.join(repo_dir, CONFIG))
+    for split in ('train', 'val'):
+        ds = cfg[f'{split}_dataloader'].dataset
+        ds.data_root = str(tmp_path)
+        for p in ds.data_prefix.values():
+            os.makedirs(tmp_path / p, exist_ok=True)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+
+    def offline(*args, **kwargs):
+        raise OSError('Network is unreachable')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(FileNotFoundError, match='dinov2_vits14_pretrain.pth') as e:
+        preflight(cfg, splits=('train', 'val'))
+    assert str(tmp_path / 'hub' / 'checkpoints') in str(e.value)
