@@ -1,19 +1,4 @@
-# ViT-Split-L on cityscapes, crop 896: total batch 1 x 8 GPUs = 8, 40k iters (the README's runs).
-_base_ = [
-    '../../_base_/models/vitsplit_linear.py', '../../_base_/datasets/cityscapes_896.py',
-    '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
-]
-crop_size = (896, 896)
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        type='ViTSplitGate',
-        out_indices=None,  # gate over all trunk blocks
-        num_gated=4,
-        trunk=dict(arch='large', pretrained='large'),
-        select_layers=[14, 15, 16, 17, 18, 19, 20, 21, 22, 23],
-        channels=1024),
-    decode_head=dict(in_channels=1024, channels=1024, num_classes=19),
-    test_cfg=dict(crop_size=crop_size, stride=(512, 512)))
-optim_wrapper = dict(optimizer=dict(lr=0.0001))
-train_dataloader = dict(batch_size=1)
+# ViT-Split-L with the learnable gate: the prior head reads a top-4 mix of ALL trunk blocks instead
+# of fixed out_indices. Everything else as the plain config.
+_base_ = ['./linear_dinov2_vitsplit_large_896_20k_cityscapes.py']
+model = dict(backbone=dict(type='ViTSplitGate', out_indices=None, num_gated=4))
