@@ -3,6 +3,7 @@
 # AdamW, the same update (to float rounding), ~20x faster than the per-tensor loop on CPU.
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='FrozenAwareOptimWrapperConstructor',  # the frozen trunk: one log line, not 200
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.01, fused=True),
     paramwise_cfg=dict(custom_keys={'backbone.task_head': dict(lr_mult=0.1)}))
 max_iters = 40000
