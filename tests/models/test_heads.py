@@ -102,3 +102,20 @@ def test_bf16_and_compiled_inference_match_fp32_eager(fast):
     torch.testing.assert_close(out, expected, rtol=0, atol=tol)
     agree = (out.argmax(1) == expected.argmax(1)).float().mean().item()
     assert agree >= (0.98 if fast.get('amp') else 1.0), f'predicted classes agree on {agree:.4f}'
+
+
+def test_checkpointed_upsampling_gives_the_same_gradients():
+    heads = [MODELS.build(dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
+                               num_classes=5, dropout_ratio=0, checkpoint_upsample=flag))
+             for flag in (True, False)]
+    heads[1].load_state_dict(heads[0].state_dict())
+    x = torch.randn(2, 32, 6, 7)
+    grads = []
+    for h in heads:
+        h.train()
+        xi = x.clone().requires_grad_()
+        h([xi]).square().mean().backward()
+        grads.append([xi.grad] + [p.grad for p in h.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(heads[0].bn.running_mean, heads[1].bn.running_mean)

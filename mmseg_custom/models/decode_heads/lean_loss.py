@@ -2,10 +2,10 @@
 
 mmseg resizes the decode head's logits (4x the token grid) to the crop and applies cross-entropy:
 at crop 512 with 150 classes that materialises, and keeps for backward, several tensors of
-B x 150 x 512 x 512 floats. Bilinear resizing is separable: we resize the width once (a tensor of
-the logits' height), then build the output rows chunk by chunk as the same two-row blend PyTorch's
-kernel computes, and recompute each chunk in backward (activation checkpointing). Same loss and
-gradients (to float rounding), a fraction of the memory.
+B x 150 x 512 x 512 floats. Bilinear resizing is separable: chunk by chunk of output rows, we
+resize the width of the few source rows the chunk reads, blend row pairs as PyTorch's kernel does,
+take the loss, and recompute the chunk in backward (activation checkpointing). Same loss and
+gradients (to float rounding); nothing larger than one chunk is kept.
 """
 from typing import Tuple
 
@@ -31,8 +31,13 @@ def _source_rows(in_size: int, out_size: int, align_corners: bool, device,
     return i0, i1, 1 - w1, w1
 
 
-def _chunk_ce(wide: torch.Tensor, i0, i1, w0, w1, labels: torch.Tensor, ignore_index: int):
-    rows = wide[:, :, i0] * w0[:, None] + wide[:, :, i1] * w1[:, None]
+def _chunk_ce(logits: torch.Tensor, s0: int, s1: int, width: int, align_corners: bool,
+              i0, i1, w0, w1, labels: torch.Tensor, ignore_index: int):
+    # Width-resize only the source rows this chunk reads (rows are untouched by a resize that
+    # keeps the height), then blend row pairs as PyTorch's bilinear kernel does.
+    wide = F.interpolate(logits[:, :, s0:s1], size=(s1 - s0, width), mode='bilinear',
+                         align_corners=align_corners)
+    rows = wide[:, :, i0 - s0] * w0[:, None] + wide[:, :, i1 - s0] * w1[:, None]
     loss = F.cross_entropy(rows, labels, ignore_index=ignore_index, reduction='sum')
     return loss, rows.detach().argmax(1)
 
@@ -56,17 +61,18 @@ def resized_cross_entropy(logits: torch.Tensor,
         pixels, number of non-ignored pixels.
     """
     H, W = labels.shape[-2:]
-    wide = F.interpolate(logits, size=(logits.shape[2], W), mode='bilinear',
-                         align_corners=align_corners)
-    i0, i1, w0, w1 = _source_rows(logits.shape[2], H, align_corners, logits.device, wide.dtype)
-    w0, w1 = w0.to(wide.dtype), w1.to(wide.dtype)
+    i0, i1, w0, w1 = _source_rows(logits.shape[2], H, align_corners, logits.device, logits.dtype)
+    w0, w1 = w0.to(logits.dtype), w1.to(logits.dtype)
+    first, last = i0.tolist(), i1.tolist()
     valid = labels != ignore_index
     total = logits.new_zeros(())
     correct = torch.zeros((), dtype=torch.long, device=logits.device)
     for r in range(0, H, chunk_rows):
         sl = slice(r, r + chunk_rows)
-        args = (wide, i0[sl], i1[sl], w0[sl], w1[sl], labels[:, sl], ignore_index)
-        if torch.is_grad_enabled() and wide.requires_grad:
+        s0, s1 = first[r], max(last[r:r + chunk_rows]) + 1
+        args = (logits, s0, s1, W, align_corners, i0[sl], i1[sl], w0[sl], w1[sl], labels[:, sl],
+                ignore_index)
+        if torch.is_grad_enabled() and logits.requires_grad:
             loss, pred = checkpoint(_chunk_ce, *args, use_reentrant=False)
         else:
             loss, pred = _chunk_ce(*args)

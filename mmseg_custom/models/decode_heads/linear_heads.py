@@ -8,6 +8,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.losses import CrossEntropyLoss
 from mmseg.registry import MODELS
 from torch.profiler import record_function
+from torch.utils.checkpoint import checkpoint
 
 from .lean_loss import resized_cross_entropy
 
@@ -80,13 +81,22 @@ class ConvUpsampleLinearBNHead(_BNLinearHead):
 
     Logits come out at 4x the feature grid. Module names match the original
     ``DconvUpsamplingBNHead`` checkpoints (``up.{0,1,3,4}``, ``bn``, ``conv_seg``).
+
+    Args:
+        checkpoint_upsample (bool): In training, recompute the upsampling stage in backward
+            instead of keeping its activations (same results, less memory). Default True.
+        Others as :class:`_BNLinearHead`.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, checkpoint_upsample: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.checkpoint_upsample = checkpoint_upsample
         self.up = upsample4x(self.in_channels, self.channels)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint_upsample and self.training and torch.is_grad_enabled():
+            # Stateless layers: recomputing them in backward frees their full-size activations.
+            return checkpoint(self.up, x, use_reentrant=False)
         return self.up(x)
 
 
