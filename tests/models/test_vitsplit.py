@@ -68,6 +68,8 @@ def test_frozen_trunk_builds_no_graph_and_task_head_copies_trunk():
         for (n, a), (_, b) in zip(blk.state_dict().items(), bb.trunk.blocks[i].state_dict().items()):
             assert torch.equal(a, b), f'task head block {i} {n} not initialised from the trunk'
         assert blk is not bb.trunk.blocks[i]
+    for block in (bb.prior_head, bb.fusion):  # deformable convs start as plain 3x3 convs
+        assert not block.offsets.weight.any() and not block.offsets.bias.any()
     feats, tokens, grid = bb.frozen_features(torch.randn(1, 3, 28, 28))
     assert not tokens.requires_grad and all(not f.requires_grad for f in feats.values())
     assert grid == (2, 2)

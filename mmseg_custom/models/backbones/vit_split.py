@@ -122,11 +122,10 @@ class ViTSplit(BaseModule):
         convert_original_keys(state_dict, prefix)
 
     def init_weights(self):
-        super().init_weights()  # the trunk loads its pretrained weights here
+        # Children first: the trunk loads its pretrained weights, the heads zero their offsets.
+        super().init_weights()
         for i, blk in zip(self.select_layers, self.task_head):
             blk.load_state_dict(self.trunk.blocks[i].state_dict())
-        self.prior_head.init_weights()
-        self.fusion.init_weights()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -213,10 +212,6 @@ class ViTSplitGate(ViTSplit):
     @property
     def num_frozen_features(self) -> int:
         return self.num_gated
-
-    def init_weights(self):
-        super().init_weights()
-        self.gate.init_weights()
 
     def combine_frozen(self, feats: dict) -> torch.Tensor:
         stacked = torch.stack([feats[i] for i in self.out_indices], dim=1)  # (B, L, D, h, w)
