@@ -49,7 +49,7 @@ def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     work_dir, data_root = root / 'work', root / 'data'
     cmd = [sys.executable, DEMO, '--work-dir', str(work_dir), '--data-root', str(data_root),
-           '--iters', '240', '--num-train', '500', '--num-val', '40', '--num-overlays', '2']
+           '--iters', '400', '--num-train', '600', '--num-val', '40', '--num-overlays', '2']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(work_dir / 'summary.json') as f:

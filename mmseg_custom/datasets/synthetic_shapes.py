@@ -29,7 +29,11 @@ PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200
 MARKER = '.complete'
 SPLITS = ('train', 'val')
 # Object scale (radius of the equal-area circle) as a fraction of the image side.
-RADIUS_RANGE = (0.12, 0.22)
+RADIUS_RANGE = (0.2, 0.32)
+# Stripe/checker period in pixels (a 14 px ViT patch holds one to two periods).
+TEXTURE_PERIOD = (8.0, 14.0)
+# Per-image Gaussian pixel noise, standard deviation range (0-255 scale).
+NOISE_STD = (2.0, 8.0)
 # Bump when the drawing code changes, so data written by an older version is regenerated.
 GENERATOR_VERSION = 1
 
@@ -99,7 +103,7 @@ def _fill(cls, rng, size, ref):
     col2 = _contrasting_colour(rng, col)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta = rng.uniform(0, np.pi)
-    period = rng.uniform(5.0, 9.0)
+    period = rng.uniform(*TEXTURE_PERIOD)
     u = np.cos(theta) * xx + np.sin(theta) * yy
     if name == 'stripes':
         on = np.floor(u / (period / 2)) % 2 == 0
@@ -109,13 +113,13 @@ def _fill(cls, rng, size, ref):
     return np.where(on[..., None], col, col2)
 
 
-def generate_sample(rng, size=112, max_objects=5):
+def generate_sample(rng, size=112, max_objects=3):
     """Draw one image and its label map.
 
     Args:
         rng (np.random.Generator): source of randomness.
         size (int): image height and width. Default: 112.
-        max_objects (int): at most this many objects (at least 2). Default: 5.
+        max_objects (int): at most this many objects (at least 2). Default: 3.
 
     Returns:
         tuple[np.ndarray, np.ndarray]: RGB image (size, size, 3) uint8 and label map (size, size)
@@ -139,7 +143,7 @@ def generate_sample(rng, size=112, max_objects=5):
         ref = img[mask].mean(axis=0)
         img = np.where(mask[..., None], _fill(cls, rng, size, ref), img)
         label[mask] = cls
-    img = img + rng.normal(0, rng.uniform(3, 12), size=img.shape)
+    img = img + rng.normal(0, rng.uniform(*NOISE_STD), size=img.shape)
     return np.clip(img, 0, 255).round().astype(np.uint8), label
 
 
