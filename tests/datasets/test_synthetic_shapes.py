@@ -109,7 +109,10 @@ def test_class_balance_and_colour_independence():
 
 def test_mmseg_dataset(tmp_path):
     pytest.importorskip('mmseg')
+    from mmengine.registry import init_default_scope
+
     from mmseg_custom.datasets import SyntheticShapesDataset
+    init_default_scope('mmseg')
 
     root = str(tmp_path / 'shapes')
     generate_dataset(root, num_train=3, num_val=2, size=56, verbose=False)
