@@ -29,6 +29,6 @@ class SyntheticShapesDataset(BaseSegDataset):
         if self.data_root and not osp.isfile(osp.join(self.data_root, MARKER)):
             raise FileNotFoundError(
                 f'No complete synthetic shapes data set in {self.data_root}. Write it with '
-                f'`python -m mmseg_custom.datasets.synthetic_shapes {self.data_root}` '
+                f'`python -m mmseg_custom.datasets {self.data_root}` '
                 f'(tools/demo.py does this by itself).')
         return super().load_data_list()

@@ -11,7 +11,7 @@ minutes on a CPU, written once in mmseg's folder layout::
     data_root/.complete                       written last; holds the generation parameters
 
 Generation is deterministic: image ``i`` of a split depends only on ``(seed, split, i, size)``.
-Command line: ``python -m mmseg_custom.datasets.synthetic_shapes data/demo_shapes``.
+Command line: ``python -m mmseg_custom.datasets data/demo_shapes``.
 """
 import argparse
 import json
@@ -235,7 +235,3 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     generate_dataset(args.data_root, args.num_train, args.num_val, args.size, args.seed)
-
-
-if __name__ == '__main__':
-    main()

@@ -126,7 +126,7 @@ def test_mmseg_dataset(tmp_path):
     assert tuple(sample['inputs'].shape) == (3, 56, 56)
     assert int(sample['data_samples'].gt_sem_seg.data.max()) < len(CLASSES)
 
-    with pytest.raises(FileNotFoundError, match='synthetic_shapes'):
+    with pytest.raises(FileNotFoundError, match='python -m mmseg_custom.datasets'):
         SyntheticShapesDataset(data_root=str(tmp_path / 'missing'),
                                data_prefix=dict(img_path='img_dir/val',
                                                 seg_map_path='ann_dir/val'))
