@@ -4,20 +4,11 @@
 # attention (compiled kernels on GPU and CPU, see ops/). Head and losses as mmseg's Mask2Former
 # configs; optimiser as Mask2Former (AdamW 1e-4, decay 0.05, grad clip 0.01) on the ViT-Split
 # schedule (task head at 0.1x lr, warm-up, poly).
-_base_ = [
-    '../../_base_/models/vitsplit_linear.py', '../../_base_/datasets/ade20k_512.py',
-    '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
-]
-crop_size = (512, 512)
+# The backbone, data, runtime and schedule are the linear ViT-Split-S config's; only the head differs.
+_base_ = ['./linear_dinov2_vitsplit_small_512_20k_ade20k.py']
 num_classes = 150
 channels = 384  # ViT-Split's output channels (the trunk's width)
 model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        out_indices=[2, 5, 8, 11],
-        trunk=dict(arch='small', pretrained='small'),
-        select_layers=[9, 10, 11],
-        channels=channels),
     neck=dict(
         type='SimpleFeaturePyramid',
         in_channels=channels,
@@ -116,8 +107,7 @@ model = dict(
                     dict(type='mmdet.CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
                     dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0)
                 ]),
-            sampler=dict(type='mmdet.MaskPseudoSampler'))),
-    test_cfg=dict(crop_size=crop_size, stride=(341, 341)))
+            sampler=dict(type='mmdet.MaskPseudoSampler'))))
 
 no_decay = dict(lr_mult=1.0, decay_mult=0.0)
 optim_wrapper = dict(
@@ -130,4 +120,3 @@ optim_wrapper = dict(
             'level_embed': no_decay,
         },
         norm_decay_mult=0.0))
-train_dataloader = dict(batch_size=2)
