@@ -7,7 +7,7 @@ _base_ = [
 ]
 crop_size = (112, 112)
 num_classes = 6
-max_iters = 2000
+max_iters = 1500
 warmup_iters = 100
 
 model = dict(
@@ -21,14 +21,14 @@ model = dict(
             arch=dict(embed_dims=192, depth=6, num_heads=3, ffn_type='mlp'),
             patch_size=14,
             num_register_tokens=0),
-        # Two task-head blocks: on a CPU budget, more updates beat a deeper head (measured).
-        out_indices=[0, 2, 3],
-        select_layers=[4, 5],
+        # Three task-head blocks learned fastest per second on 2 CPU cores (2 and 4: slower, measured).
+        out_indices=[0, 1, 2],
+        select_layers=[3, 4, 5],
         channels=192),
     decode_head=dict(
         in_channels=192, channels=192, num_classes=num_classes,
         norm_cfg=dict(type='BN', requires_grad=True),
-        lean_loss=False),  # 112 px logits are small: mmseg's plain loss is faster here
+        checkpoint_upsample=False),  # memory is no concern at 112 px; recomputing costs ~15%
     test_cfg=dict(_delete_=True, mode='whole'))
 
 # ---- data ----

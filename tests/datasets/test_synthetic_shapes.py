@@ -46,10 +46,26 @@ def test_layout_and_marker(tmp_path):
     assert not [name for name in os.listdir(root) if 'tmp' in name]
 
 
+def test_objects_keep_their_outline():
+    """Objects lie (almost) wholly inside the image: a shape cut by the border could not be told
+    from another class."""
+    border = np.zeros((112, 112), bool)
+    border[[0, -1]] = border[:, [0, -1]] = True
+    labels = [generate_sample(np.random.default_rng([0, 0, i]))[1] for i in range(60)]
+    on_border = np.mean([(label[border] > 0).mean() for label in labels])
+    assert on_border < 0.06  # 0.20 when objects were placed anywhere
+    # Every class shows up, and objects cover a good part of the image.
+    stacked = np.stack(labels)
+    assert set(np.unique(stacked)) == set(range(len(CLASSES)))
+    assert 0.2 < (stacked > 0).mean() < 0.6
+
+
 def test_dataset_is_deterministic(tmp_path):
     a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
-    for root in (a, b):
-        generate_dataset(root, num_train=4, num_val=2, size=56, seed=5, verbose=False)
+    # Serial and pooled writing give the same files (210 images: three jobs of up to 100).
+    for root, workers in ((a, 1), (b, 3)):
+        generate_dataset(root, num_train=210, num_val=2, size=56, seed=5, verbose=False,
+                         workers=workers)
     for kind in ('img_dir', 'ann_dir'):
         for split in ('train', 'val'):
             cmp = filecmp.dircmp(osp.join(a, kind, split), osp.join(b, kind, split))

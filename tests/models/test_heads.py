@@ -1,6 +1,7 @@
 """Decode heads: the lean loss equals mmseg's loss; batched slide inference equals mmseg's."""
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
@@ -9,6 +10,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_custom  # noqa: F401
+from mmseg_custom.models.decode_heads.lean_loss import resized_cross_entropy
 
 init_default_scope('mmseg')
 
@@ -39,6 +41,28 @@ def test_lean_loss_equals_mmseg_loss_and_gradients(loss_kw):
     torch.testing.assert_close(l_lean, l_ref, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(g_lean, g_ref, rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(acc_lean.double(), acc_ref.double().reshape(acc_lean.shape))
+
+
+@pytest.mark.parametrize('chunk_above', [0, 2**22], ids=['chunked', 'whole'])
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_resized_cross_entropy_both_paths_equal_plain_resize(chunk_above, align_corners):
+    torch.manual_seed(1)
+    logits = torch.randn(2, 7, 13, 11, dtype=torch.float64)
+    labels = torch.randint(0, 7, (2, 50, 47))
+    labels[0, 10:20] = 255
+    x = logits.clone().requires_grad_()
+    total, correct, valid = resized_cross_entropy(x, labels, 255, align_corners, chunk_rows=16,
+                                                  chunk_above=chunk_above)
+    total.backward()
+    y = logits.clone().requires_grad_()
+    full = F.interpolate(y, size=(50, 47), mode='bilinear', align_corners=align_corners)
+    ref = F.cross_entropy(full, labels, ignore_index=255, reduction='sum')
+    ref.backward()
+    torch.testing.assert_close(total.detach(), ref.detach(), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-8, atol=1e-12)
+    keep = labels != 255
+    assert int(valid) == int(keep.sum())
+    assert int(correct) == int(((full.argmax(1) == labels) & keep).sum())
 
 
 def test_batched_slide_equals_mmseg_slide():
