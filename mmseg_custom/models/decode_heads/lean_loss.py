@@ -46,12 +46,13 @@ def _chunk_ce(logits: torch.Tensor, s0: int, s1: int, width: int, align_corners:
     return loss, rows.detach().max(1).indices
 
 
-def resized_cross_entropy(logits: torch.Tensor,
-                          labels: torch.Tensor,
-                          ignore_index: int = 255,
-                          align_corners: bool = False,
-                          chunk_rows: int = 64,
-                          chunk_above: int = 2**22) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def resized_cross_entropy(
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        ignore_index: int = 255,
+        align_corners: bool = False,
+        chunk_rows: int = 64,
+        chunk_above: int = 2**22) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed per-pixel cross-entropy of ``resize(logits, labels.shape[-2:])`` against ``labels``.
 
     Args:
