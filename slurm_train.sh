@@ -23,13 +23,7 @@
   fi
   if [ ! -f "$config" ]; then echo "slurm_train.sh: config $config not found" >&2; exit 2; fi
   gpus_per_node=${GPUS_PER_NODE:-$((gpus < 8 ? gpus : 8))}
-  if [ -n "${PYTHON:-}" ]; then
-    py=$PYTHON
-  elif [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$here/.venv/bin/python" ]; then
-    py="$here/.venv/bin/python"
-  else
-    py=python
-  fi
+  py=$(PYTHON="${PYTHON:-}" bash "$here/tools/launcher_python.sh")  # also an unexported PYTHON
   # SRUN_ARGS is a list of options: split on white space on purpose.
   # shellcheck disable=SC2086
   srun -p "$partition" \

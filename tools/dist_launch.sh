@@ -12,13 +12,7 @@ if ! [[ $nproc =~ ^[1-9][0-9]*$ ]]; then
   echo "GPUS must be a positive number of processes, got '$nproc'" >&2
   exit 2
 fi
-if [ -n "${PYTHON:-}" ]; then
-  py=$PYTHON
-elif [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$repo/.venv/bin/python" ]; then
-  py="$repo/.venv/bin/python"
-else
-  py=python
-fi
+py=$(bash "$repo/tools/launcher_python.sh")
 nnodes=${NNODES:-1}
 if [ -n "${PORT:-}" ]; then
   port=$PORT

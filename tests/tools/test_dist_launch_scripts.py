@@ -51,3 +51,18 @@ def test_slurm_train_builds_the_srun_command(run, tiny_config, tmp_path):
         f'srun -p gpu --job-name=vitsplit --gres=gpu:2 --ntasks=2 --ntasks-per-node=2 '
         f'--cpus-per-task=5 --kill-on-bad-exit=1 --quotatype=auto {python} -u '
         f'{REPO}/tools/train.py {tiny_config} --launcher slurm --seed 2023')
+
+
+def test_launchers_pick_the_interpreter(run, tiny_config, tmp_path):
+    fake_srun = tmp_path / 'srun'
+    fake_srun.write_text('#!/usr/bin/env bash\necho "srun $*"\n')
+    fake_srun.chmod(fake_srun.stat().st_mode | stat.S_IEXEC)
+    path = f'{tmp_path}:{os.environ["PATH"]}'
+    cmd = ['bash', SLURM_TRAIN, 'gpu', 'vitsplit', tiny_config, '1']
+    assert ' /opt/py3 -u ' in run(cmd, PATH=path, PYTHON='/opt/py3').stdout
+    # An activated virtualenv wins over the repository's .venv.
+    assert ' python -u ' in run(cmd, PATH=path, VIRTUAL_ENV=str(tmp_path)).stdout
+    # Sourced with a PYTHON that is not exported.
+    proc = run(['bash', '-c', f'PYTHON=/opt/py4; . {SLURM_TRAIN} gpu vitsplit {tiny_config} 1'],
+               PATH=path)
+    assert ' /opt/py4 -u ' in proc.stdout
