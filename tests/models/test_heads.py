@@ -65,7 +65,8 @@ def test_resized_cross_entropy_both_paths_equal_plain_resize(chunk_above, align_
     assert int(correct) == int(((full.argmax(1) == labels) & keep).sum())
 
 
-def test_batched_slide_equals_mmseg_slide():
+@pytest.mark.parametrize('crop_batch', [3, None], ids=['3 crops', 'device default'])
+def test_batched_slide_equals_mmseg_slide(crop_batch):
     cfg = dict(
         type='BatchedSlideEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
@@ -74,7 +75,8 @@ def test_batched_slide_equals_mmseg_slide():
             channels=32),
         decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
                          num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
-        test_cfg=ConfigDict(mode='slide', crop_size=(42, 56), stride=(28, 30), crop_batch=3))
+        test_cfg=ConfigDict(mode='slide', crop_size=(42, 56), stride=(28, 30),
+                            crop_batch=crop_batch))
     model = MODELS.build(cfg)
     model.init_weights()
     model.eval()

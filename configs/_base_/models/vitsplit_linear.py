@@ -27,4 +27,5 @@ model = dict(
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341), crop_batch=4))
+    # crop_batch: BatchedSlideEncoderDecoder's default (4 crops at a time on a GPU, 1 on the CPU).
+    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

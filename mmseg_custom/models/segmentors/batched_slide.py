@@ -10,9 +10,11 @@ from mmseg.registry import MODELS
 class BatchedSlideEncoderDecoder(EncoderDecoder):
     """mmseg's ``EncoderDecoder`` with faster inference, switched by ``test_cfg`` keys:
 
-    * ``crop_batch`` (int, default 8): ``slide`` mode runs the same crops with the same averaging
+    * ``crop_batch`` (int, optional): ``slide`` mode runs the same crops with the same averaging
       as mmseg, but this many at a time instead of one by one. Logits equal mmseg's up to float
-      rounding of batched convolutions (1e-5).
+      rounding of batched convolutions (1e-5). Default: 4 on a GPU; 1 on the CPU, where batching
+      does not pay (crop 512, 3 crops: 0.95x mmseg's time batched, measured), and the crop's
+      logits are still added in place instead of padded to the image as mmseg does.
     * ``amp`` (bool, default False): inference under bf16 autocast; logits are returned in fp32.
     * ``compile`` (bool, default False): ``torch.compile`` the network (compiled on first use).
 
@@ -38,7 +40,10 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
     def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
         h_stride, w_stride = self.test_cfg.stride
         h_crop, w_crop = self.test_cfg.crop_size
-        crop_batch = max(1, int(self.test_cfg.get('crop_batch', 8)))
+        crop_batch = self.test_cfg.get('crop_batch')
+        if crop_batch is None:
+            crop_batch = 1 if inputs.device.type == 'cpu' else 4
+        crop_batch = max(1, int(crop_batch))
         batch_size, _, h_img, w_img = inputs.shape
         h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
