@@ -5,7 +5,7 @@
 e.g. after ``tools/demo.py``::
 
     python tools/image_demo.py work_dirs/demo/vitsplit_tiny_shapes.py \\
-        work_dirs/demo/iter_1500.pth data/demo_shapes/img_dir/val/00000.png --out overlay.png
+        work_dirs/demo/iter_2000.pth data/demo_shapes/img_dir/val/00000.png --out overlay.png
 """
 import argparse
 
