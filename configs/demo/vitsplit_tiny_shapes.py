@@ -21,7 +21,7 @@ model = dict(
             arch=dict(embed_dims=192, depth=6, num_heads=3, ffn_type='mlp'),
             patch_size=14,
             num_register_tokens=0),
-        # Three task-head blocks learned fastest per second on 2 CPU cores (2 and 4: slower, measured).
+        # Three task-head blocks learned fastest per second on 2 CPU cores (2, 4: slower; measured).
         out_indices=[0, 1, 2],
         select_layers=[3, 4, 5],
         channels=192),

@@ -1,4 +1,4 @@
-"""keep_freed_memory: freed activations stay mapped, so the next step does not page-fault them in."""
+"""keep_freed_memory: freed activations stay mapped; the next step does not fault them back in."""
 import os.path as osp
 import platform
 import subprocess
