@@ -15,7 +15,7 @@ malloc = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(malloc)
 if sys.argv[1] == 'keep':
     assert malloc.keep_freed_memory() is True
-def step():  # allocate and free what one training step's activations need (240 MiB)
+def step():  # allocate and free 240 MiB in 6 MiB blocks, as a step does with its activations
     blocks = [np.ones(6 * 2**20 // 8) for _ in range(40)]
     del blocks
 step()
