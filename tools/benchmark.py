@@ -31,6 +31,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
+from mmengine.utils import import_modules_from_strings
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -67,6 +68,8 @@ def drop_pretrained(node):
 
 def build(config, device):
     cfg = Config.fromfile(config)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     drop_pretrained(cfg.model)
     model = MODELS.build(cfg.model)

@@ -7,22 +7,29 @@ converted copy (state_dict and meta only), atomically.
 """
 import argparse
 import os
+import os.path as osp
 import tempfile
 
 import torch
 
+from mmseg_custom.engine import CheckpointError, load_from_local
 from mmseg_custom.models.backbones.vit_split import convert_original_keys
 
 
 def convert(src: str, dst: str):
+    """Convert ``src`` into ``dst``; a problem with either stops with one message, before work."""
+    folder = osp.dirname(osp.abspath(dst))
+    if not osp.isdir(folder):
+        raise SystemExit(f'Output folder {folder} does not exist: create it (mkdir -p {folder}) '
+                         'or choose another output path.')
     try:
-        ckpt = torch.load(src, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise SystemExit(f'{src}: cannot read the checkpoint ({e}). Is it truncated or corrupt?')
+        ckpt = load_from_local(src, map_location='cpu')  # the loader of train/test/demo
+    except (CheckpointError, FileNotFoundError) as err:
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
     state_dict = ckpt.get('state_dict', ckpt)
     dropped = convert_original_keys(state_dict, 'backbone.')
     out = dict(state_dict=state_dict, meta=dict(ckpt.get('meta', {}), converted_from=src))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(out, f)

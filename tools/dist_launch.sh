@@ -21,6 +21,18 @@ elif [ "$nnodes" -gt 1 ]; then
 else
   port=$("$py" -c 'import socket; print(socket.create_server(("", 0)).getsockname()[1])')
 fi
+if ! [[ $port =~ ^[0-9]+$ ]]; then
+  echo "PORT must be a port number, got '$port'" >&2
+  exit 2
+fi
+# The master (node 0) listens on the port: a busy one would end in torchrun's long traceback.
+if [ "${NODE_RANK:-0}" = 0 ] && ! "$py" -c \
+    'import socket, sys; socket.create_server(("", int(sys.argv[1]))).close()' "$port" 2>/dev/null
+then
+  echo "Port $port is already in use (another training or test?). Set PORT to a free port, e.g." \
+    "PORT=$((port + 1)); on a single node, leaving PORT unset picks a free one." >&2
+  exit 2
+fi
 exec "$py" -m torch.distributed.run \
   --nnodes="$nnodes" \
   --node_rank="${NODE_RANK:-0}" \

@@ -8,11 +8,16 @@ e.g. after ``tools/demo.py``::
         work_dirs/demo/iter_2000.pth data/demo_shapes/img_dir/val/00000.png --out overlay.png
 """
 import argparse
+import sys
 
 import mmcv
+import numpy as np
 import torch
+from mmengine.model import revert_sync_batchnorm
 from mmseg.apis import inference_model, init_model
 from mmseg.visualization import SegLocalVisualizer
+
+from mmseg_custom.engine import CheckpointError, load_checkpoint_exactly
 
 
 def parse_args(argv=None):
@@ -30,9 +35,38 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def dataset_meta(checkpoint, num_classes):
+    """Class names and palette from the checkpoint's meta (mmseg 1.x, or 0.x's CLASSES/PALETTE);
+    numbered classes with a fixed palette when it has none."""
+    meta = checkpoint.get('meta', {})
+    if 'dataset_meta' in meta:
+        return meta['dataset_meta']
+    if 'CLASSES' in meta:
+        return dict(classes=meta['CLASSES'], palette=meta['PALETTE'])
+    palette = np.random.RandomState(0).randint(0, 256, (num_classes, 3)).tolist()
+    return dict(classes=tuple(f'class {i}' for i in range(num_classes)), palette=palette)
+
+
+def load_model(config, checkpoint, device):
+    """The model of ``config`` with the weights of ``checkpoint``, which must fit it exactly.
+
+    mmseg's ``init_model`` loads what fits and only warns about the rest: a checkpoint of another
+    class count would give predictions from a random head.
+    """
+    model = init_model(config, None, device=device)
+    ckpt = load_checkpoint_exactly(model, checkpoint)
+    model.dataset_meta = dataset_meta(ckpt, model.decode_head.num_classes)
+    if not str(device).startswith('cuda'):
+        model = revert_sync_batchnorm(model)  # as mmseg's demo: SyncBN needs CUDA
+    return model
+
+
 def main(argv=None):
     args = parse_args(argv)
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    try:
+        model = load_model(args.config, args.checkpoint, args.device)
+    except (CheckpointError, FileNotFoundError) as err:
+        sys.exit(f'{type(err).__name__}: {err}')
     # Pass the file path, not an array: mmseg reads it as BGR itself, and the model's test
     # pipeline stays the file-loading one (an array call rewrites it; later path calls then fail).
     result = inference_model(model, args.img)

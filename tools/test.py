@@ -6,12 +6,13 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmseg.registry import RUNNERS
 
 import mmseg_custom  # noqa: F401 (registers models, datasets, PortableRunner, checkpoint loading)
-from mmseg_custom.engine import PortableRunner
+from mmseg_custom.engine import CheckpointError, PortableRunner, close_process_group
 from mmseg_custom.utils.preflight import preflight
 
 
@@ -85,7 +86,11 @@ def main():
 
     preflight(cfg, splits=('test', ), weights=False)  # the checkpoint brings the weights
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
-    runner.test()
+    try:
+        runner.test()  # PortableRunner refuses a checkpoint that does not fit the model
+    except CheckpointError as err:
+        sys.exit(f'{type(err).__name__}: {err}')
+    close_process_group()
 
 
 if __name__ == '__main__':

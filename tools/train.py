@@ -7,13 +7,15 @@ import argparse
 import logging
 import os
 import os.path as osp
+import sys
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmseg.registry import RUNNERS
 
 import mmseg_custom  # noqa: F401 (registers models, datasets, PortableRunner, checkpoint loading)
-from mmseg_custom.engine import PortableRunner
+from mmseg_custom.engine import CheckpointError, PortableRunner, close_process_group
 from mmseg_custom.utils.preflight import preflight
 
 
@@ -27,7 +29,8 @@ def parse_args():
         help='resume from CKPT, or without CKPT from the latest checkpoint in the work dir '
         '(training starts from scratch when there is none)')
     parser.add_argument('--amp', action='store_true',
-                        help='bf16 mixed-precision training (GPU or CPU; no loss scaling needed)')
+                        help='mixed-precision training: bf16 autocast (CPU, and GPUs with bf16); '
+                        'fp16 with dynamic loss scaling on GPUs without bf16 (V100, T4)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the training step (mmengine compile=True)')
     parser.add_argument('--seed', type=int, help='random seed (the ViT-Split runs used 2023)')
@@ -47,7 +50,12 @@ def parse_args():
 
 
 def enable_amp(cfg):
-    """Switch ``cfg.optim_wrapper`` to bf16 autocast (``BF16OptimWrapper``)."""
+    """Switch ``cfg.optim_wrapper`` to mixed precision, saying which in one log line.
+
+    bf16 autocast (``BF16OptimWrapper``) on the CPU and on GPUs with bf16; on GPUs without it
+    (V100, T4: bf16 there is emulated or refused), fp16 autocast with dynamic loss scaling
+    (mmengine's ``AmpOptimWrapper``), since fp16 gradients underflow without scaling.
+    """
     if cfg.optim_wrapper.type in ('AmpOptimWrapper', 'BF16OptimWrapper'):
         print_log(f'Mixed precision is already enabled in the config ({cfg.optim_wrapper.type}).',
                   logger='current', level=logging.WARNING)
@@ -55,7 +63,13 @@ def enable_amp(cfg):
     if cfg.optim_wrapper.type != 'OptimWrapper':
         raise ValueError('--amp needs optim_wrapper type OptimWrapper, '
                          f'got {cfg.optim_wrapper.type}')
-    cfg.optim_wrapper.type = 'BF16OptimWrapper'
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic')
+        print_log(f'--amp: fp16 autocast with dynamic loss scaling (AmpOptimWrapper): '
+                  f'{torch.cuda.get_device_name()} has no bf16.', logger='current')
+    else:
+        cfg.optim_wrapper.type = 'BF16OptimWrapper'
+        print_log('--amp: bf16 autocast (BF16OptimWrapper), no loss scaling.', logger='current')
 
 
 def main():
@@ -92,7 +106,11 @@ def main():
     batch, world = cfg.train_dataloader.batch_size, runner.world_size
     runner.logger.info(f'Total batch size: {world * batch} = {world} process{"es" * (world > 1)} '
                        f'x {batch} images per process')
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as err:  # a checkpoint that cannot be used: the message says why
+        sys.exit(f'{type(err).__name__}: {err}')
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -1,18 +1,23 @@
 """Training machinery: a portable Runner, SyncBN fallback and safe checkpoints.
 
-Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, the ``'atomic_local'`` file
-backend, mmengine's loader for local checkpoint paths and the ``weights_only`` allow-list for
-mmengine checkpoints (see :mod:`.checkpoint`).
+Importing it registers ``PortableRunner`` in mmseg's ``RUNNERS``, ``SafeCheckpointHook`` in its
+``HOOKS``, the ``'atomic_local'`` file backend and the ``weights_only`` allow-list for mmengine
+checkpoints (see :mod:`.checkpoint`). It replaces none of mmengine's loaders: the safe loader
+serves this package's own load paths.
 """
 from .autocast import BF16OptimWrapper
 from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
-                         load_from_local)
+                         latest_checkpoint, load_checkpoint_exactly, load_from_local,
+                         load_state_dict_exactly, remove_unfinished_writes)
+from .checkpoint_hook import SafeCheckpointHook
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
-from .runner import PortableRunner
+from .runner import PortableRunner, close_process_group
 from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
     'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError',
-    'FrozenAwareOptimWrapperConstructor', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
-    'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+    'FrozenAwareOptimWrapperConstructor', 'PortableRunner', 'SafeCheckpointHook',
+    'allow_mmengine_checkpoint_globals', 'close_process_group', 'latest_checkpoint',
+    'load_checkpoint_exactly', 'load_from_local', 'load_state_dict_exactly',
+    'remove_unfinished_writes', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
 ]

@@ -3,30 +3,38 @@
 * ``allow_mmengine_checkpoint_globals`` allow-lists, for ``torch.load(weights_only=True)``, exactly
   the non-tensor objects mmengine writes into a checkpoint: ``HistoryBuffer`` (message hub) and the
   numpy arrays, scalars and dtypes it holds. Nothing else is unpickled: a checkpoint cannot run
-  code.
-* ``load_from_local`` replaces mmengine's loader for local paths (``load_from``, ``--resume``,
-  ``init_model``, ``init_cfg=dict(type='Pretrained')``): it loads with ``weights_only=True``, checks
-  the archive's CRCs (torch does not), and turns a missing, corrupt or truncated file into an error
-  that names the file and says what to do.
+  code. Importing this module applies it, so that mmengine's own loader (``init_model``) reads
+  mmengine checkpoints on torch >= 2.6; it adds to torch's allow-list and replaces no loader.
+* ``load_from_local`` is the loader of this package's load paths (``PortableRunner``: ``load_from``,
+  ``--resume``, ``tools/test.py``; ``tools/image_demo.py``; ``tools/convert_checkpoint.py``): it
+  loads with ``weights_only=True``, checks the archive's CRCs (torch does not), and turns a missing,
+  empty, corrupt, truncated or unsafe file into an error that names the file and says what to do.
+  ``load_state_dict_exactly`` refuses a checkpoint that does not fit the model.
 * ``AtomicLocalBackend`` (file backend ``'atomic_local'``) writes a file to a temporary name in the
   same folder, fsyncs it and renames it over the target, so an interrupted save leaves the previous
-  checkpoint intact instead of a truncated one.
-
-Importing this module registers all three.
+  checkpoint intact instead of a truncated one. ``latest_checkpoint`` finds the newest complete
+  checkpoint of a work dir; ``remove_unfinished_writes`` deletes the temporary files a killed save
+  left behind.
 """
 import os
 import os.path as osp
 import pickle
+import re
 import zipfile
+from collections import OrderedDict
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
-from mmengine.runner import CheckpointLoader
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.utils import mkdir_or_exist
 
 ATOMIC_BACKEND = 'atomic_local'
+# Names CheckpointHook gives checkpoints by default, and AtomicLocalBackend's temporary files.
+CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+UNFINISHED_WRITE = re.compile(r'\.pth\.tmp\.\d+$')
 
 # The statistics HistoryBuffer pickles with its state, as ``getattr(HistoryBuffer, name)``.
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -93,10 +101,36 @@ def _corrupt(filename, damage):
         'or copy the file again.')
 
 
+class _NoGlobals(pickle.Unpickler):
+    """Unpickles plain data only: any class or function in the stream is an error."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f'{module}.{name}')
+
+
+def _unsafe_format(filename):
+    """The error for a legacy-format (pre-zip) torch file or a plain pickle."""
+    try:  # a legacy torch file opens with a pickled magic number
+        with open(filename, 'rb') as f:
+            legacy = _NoGlobals(f).load() == torch.serialization.MAGIC_NUMBER
+    except Exception:  # noqa: BLE001 (anything else is a plain pickle)
+        legacy = False
+    if legacy:
+        kind = "in PyTorch's legacy (non-zip) format"
+        read = "torch.load('IN.pth', map_location='cpu', weights_only=False)"
+    else:
+        kind = 'a plain pickle, not a PyTorch checkpoint'
+        read = "pickle.load(open('IN.pth', 'rb'))"
+    return CheckpointError(
+        f'Checkpoint {filename} is refused: it is not in a safe format. It is {kind}, which '
+        'cannot be read without running any code it contains; only zip-format checkpoints '
+        '(torch.save since PyTorch 1.6) are read, with weights_only. If you trust the file, '
+        f'convert it once with\n  python -c "import pickle, torch; torch.save({read}, '
+        "'OUT.pth')\"\nand use OUT.pth.")
+
+
 def load_from_local(filename, map_location=None):
     """Load a local checkpoint with ``weights_only=True`` and check it; explain any failure.
-
-    Registered as mmengine's checkpoint loader for local paths.
 
     Args:
         filename (str): path of the checkpoint; ``~`` is expanded.
@@ -107,11 +141,21 @@ def load_from_local(filename, map_location=None):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        CheckpointError: the file is corrupt or truncated, or holds objects outside the allow-list.
+        CheckpointError: the file is empty, corrupt or truncated, in an unsafe format (legacy
+            torch format, raw pickle), or holds objects outside the allow-list.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'Checkpoint {filename} does not exist.')
+    if osp.getsize(filename) == 0:
+        raise CheckpointError(
+            f'Checkpoint {filename} is empty (0 bytes): its writing never started or was cut off. '
+            "Delete it, and the work dir's last_checkpoint file if it names it, then resume from "
+            'an earlier checkpoint or copy the file again.')
+    with open(filename, 'rb') as f:
+        magic = f.read(2)
+    if magic[:1] == b'\x80':  # a pickle protocol >= 2 opcode: not torch's zip format
+        raise _unsafe_format(filename)
     try:
         checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -126,11 +170,132 @@ def load_from_local(filename, map_location=None):
                 f'Details: {err}') from err
         raise
     # torch does not check the archive's CRCs: a damaged tensor would load as wrong weights.
-    # Legacy (pre-zip) files have no CRCs to check.
-    damage = _zip_damage(filename) if zipfile.is_zipfile(filename) else None
+    damage = _zip_damage(filename)
     if damage is not None:
         raise _corrupt(filename, damage)
     return checkpoint
+
+
+def load_state_dict_exactly(model, checkpoint, filename):
+    """Load ``checkpoint``'s state dict into ``model``, refusing one that does not fit it.
+
+    For evaluation, inference and resuming, where a head left at random weights gives silent
+    garbage: every parameter and buffer must be in the checkpoint with the model's shape, and the
+    checkpoint must hold nothing else. The model's own load hooks (e.g. the conversion of original
+    ViT-Split checkpoints) apply; a ``module.`` prefix (DDP) is removed.
+
+    Args:
+        model (nn.Module): the model; a DDP or test-time-augmentation wrapper is looked through.
+        checkpoint (dict): a loaded checkpoint, with or without a ``state_dict`` entry.
+        filename (str): its path, for the message.
+
+    Raises:
+        CheckpointError: naming each mismatched key with both shapes, or the missing and
+            unexpected keys.
+    """
+    if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    metadata = getattr(state_dict, '_metadata', None)
+    state_dict = OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in state_dict.items())
+    if metadata is not None:
+        state_dict._metadata = metadata
+    problems = []
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # torch raises for shape mismatches whatever ``strict`` is
+        problems = [line.strip() for line in str(err).splitlines() if 'size mismatch' in line]
+        if not problems:
+            raise
+        missing, unexpected = [], []
+    missing = [k for k in missing if not k.endswith('num_batches_tracked')]
+    if missing:
+        problems.append(f'{len(missing)} keys of the model are missing from the checkpoint: '
+                        f'{_some(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} keys of the checkpoint are not in the model: '
+                        f'{_some(unexpected)}')
+    if problems:
+        raise CheckpointError(
+            f'Checkpoint {filename} does not fit the model built from the config:\n  '
+            + '\n  '.join(problems) + '\nUse the config the checkpoint was trained with (its '
+            'work dir holds a copy), or make the config match it (e.g. --cfg-options '
+            'model.decode_head.num_classes=N).')
+
+
+def load_checkpoint_exactly(model, filename, map_location='cpu'):
+    """Read ``filename`` with :func:`load_from_local` and load it into ``model`` only if it fits
+    exactly (:func:`load_state_dict_exactly`). Returns the checkpoint."""
+    checkpoint = load_from_local(filename, map_location=map_location)
+    load_state_dict_exactly(model, checkpoint, filename)
+    return checkpoint
+
+
+def _some(keys: List[str], n: int = 6) -> str:
+    return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+
+def _intact(path: str) -> bool:
+    return osp.isfile(path) and osp.getsize(path) > 0 and _zip_damage(path) is None
+
+
+def latest_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
+    """The newest complete checkpoint of ``work_dir``, and a note on how it was found.
+
+    ``last_checkpoint`` names the checkpoint saved last, but a job killed between writing a
+    checkpoint and updating that file, or a file deleted since, makes it stale. So checkpoints
+    named as ``CheckpointHook`` names them (``iter_N.pth``, ``epoch_N.pth``) in the work dir and
+    in the folder ``last_checkpoint`` points into are considered too; the highest N wins, and
+    files that are not intact zip archives (cut off, unfinished temporary files) are skipped.
+
+    Returns:
+        (path or None, note): None when there is no complete checkpoint.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip() or None
+    folders = {osp.abspath(work_dir)}
+    if named:
+        folders.add(osp.dirname(osp.abspath(named)))
+    steps = {}
+    for folder in folders:
+        for name in os.listdir(folder) if osp.isdir(folder) else []:
+            match = CHECKPOINT_NAME.match(name)
+            if match:
+                steps[osp.join(folder, name)] = int(match.group(1))
+    if named:
+        match = CHECKPOINT_NAME.match(osp.basename(named))
+        # A name of another pattern cannot be ordered: trust the pointer for it.
+        steps[osp.abspath(named)] = int(match.group(1)) if match else float('inf')
+    for path in sorted(steps, key=lambda p: (steps[p], p == osp.abspath(named or '')),
+                       reverse=True):
+        if _intact(path):
+            if named and path == osp.abspath(named):
+                return named, f'named by {pointer}'
+            why = (f'{pointer} names {named}, which is older, missing or incomplete' if named
+                   else f'no {pointer} file')
+            return path, f'the newest complete checkpoint in its folder; {why}'
+    return None, (f'no complete checkpoint in {work_dir}' +
+                  (f' ({pointer} names {named}, which is missing or incomplete)' if named else ''))
+
+
+def remove_unfinished_writes(folder: str) -> List[str]:
+    """Delete the temporary files (``*.pth.tmp.PID``) of checkpoint writes that never finished.
+
+    Call only when no save is under way in ``folder`` (at the start of training).
+
+    Returns:
+        list: the removed paths.
+    """
+    removed = []
+    for name in os.listdir(folder) if osp.isdir(folder) else []:
+        if UNFINISHED_WRITE.search(name):
+            path = osp.join(folder, name)
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -165,5 +330,4 @@ class AtomicLocalBackend(LocalBackend):
 
 
 allow_mmengine_checkpoint_globals()
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend)

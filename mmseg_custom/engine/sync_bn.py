@@ -1,11 +1,17 @@
 """SyncBN where it can run, BN elsewhere: one config for 8 GPUs, 1 GPU and CPU."""
+import sys
+
 import torch
-from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
 from mmengine.logging import print_log
 from mmengine.model import revert_sync_batchnorm
 from torch import nn
 
-SYNC_BN_TYPES = (nn.SyncBatchNorm, MMCVSyncBatchNorm)
+
+def sync_bn_types():
+    """torch's SyncBN, and mmcv's where mmcv.ops is loaded (a model holding one has loaded it;
+    importing mmcv.ops just to look would load its compiled ops into every process)."""
+    mmcv_ops = sys.modules.get('mmcv.ops')
+    return (nn.SyncBatchNorm, ) + ((mmcv_ops.SyncBatchNorm, ) if mmcv_ops is not None else ())
 
 
 def sync_bn_can_run(world_size):
@@ -35,7 +41,8 @@ def revert_sync_bn_if_unsupported(model, world_size, logger='current'):
     """
     if sync_bn_can_run(world_size):
         return model
-    count = sum(isinstance(m, SYNC_BN_TYPES) for m in model.modules())
+    types = sync_bn_types()
+    count = sum(isinstance(m, types) for m in model.modules())
     if count == 0:
         return model
     where = 'no GPU' if not torch.cuda.is_available() else 'a single process'

@@ -9,6 +9,7 @@ import re
 from typing import Dict
 
 import torch
+from mmengine.dist import barrier, is_distributed
 
 BASE_URL = 'https://dl.fbaipublicfiles.com/dinov2'
 SIZE_CODES = {'small': 's', 'base': 'b', 'large': 'l', 'giant': 'g'}
@@ -137,5 +138,25 @@ def to_official_layout(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
                      f'(first keys: {list(sd)[:5]})')
 
 
+def local_rank() -> int:
+    """This process's rank on its node (torchrun and mmengine's Slurm setup set LOCAL_RANK)."""
+    return int(os.environ.get('LOCAL_RANK', 0))
+
+
+def resolve_weights_once_per_node(pretrained: str) -> str:
+    """:func:`resolve_weights`, downloading on one process per node while the others wait.
+
+    Without a process group, every process resolves by itself.
+    """
+    if not is_distributed():
+        return resolve_weights(pretrained)
+    if local_rank() == 0:
+        path = resolve_weights(pretrained)
+    barrier()  # a failed download raises on local rank 0, and the launcher stops the others
+    if local_rank() != 0:
+        path = resolve_weights(pretrained)  # in the hub cache now: no download
+    return path
+
+
 def load_dinov2_weights(pretrained: str) -> Dict[str, torch.Tensor]:
-    return to_official_layout(read_state_dict(resolve_weights(pretrained)))
+    return to_official_layout(read_state_dict(resolve_weights_once_per_node(pretrained)))

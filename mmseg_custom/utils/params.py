@@ -4,11 +4,15 @@ from collections import OrderedDict
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
 from mmseg.registry import MODELS
 
 
 def build_on_meta(cfg: Config) -> torch.nn.Module:
-    """Build ``cfg.model`` without allocating or loading weights."""
+    """Build ``cfg.model`` (after the config's ``custom_imports``) without allocating or loading
+    weights."""
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     with torch.device('meta'):
         return MODELS.build(cfg.model)

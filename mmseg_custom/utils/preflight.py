@@ -4,7 +4,7 @@ from typing import Iterator, List
 
 from mmengine.config import Config, ConfigDict
 
-from ..models.weights import resolve_weights
+from ..models.weights import local_rank, resolve_weights
 
 PREPARE_DOCS = 'https://mmsegmentation.readthedocs.io/en/latest/user_guides/2_dataset_prepare.html'
 
@@ -55,6 +55,8 @@ def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True
             f'Prepare {dataset.get("type", "the dataset")} as in {PREPARE_DOCS} '
             '(paths are relative to the working directory), or point the config at it, e.g. '
             "--cfg-options train_dataloader.dataset.data_root=/path val_dataloader.dataset.data_root=/path")
-    if weights:
+    # Before the process group exists: one process per node downloads missing weights now; the
+    # others get them in init_weights() once it has (resolve_weights_once_per_node).
+    if weights and local_rank() == 0:
         for pretrained in _pretrained_of(cfg.model):
             resolve_weights(pretrained)

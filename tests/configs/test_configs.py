@@ -2,6 +2,8 @@
 import glob
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,7 +25,7 @@ def test_dataset_pipelines_parse(repo_dir):
     init_default_scope('mmseg')
     for path in shipped_configs(repo_dir):
         cfg = Config.fromfile(path)
-        assert cfg.custom_imports['imports'] == ['mmseg_custom'], path
+        assert cfg.custom_imports['imports'][0] == 'mmseg_custom', path
         for split in ('train', 'val', 'test'):
             loader = cfg.get(f'{split}_dataloader')
             if loader:
@@ -87,3 +89,16 @@ def test_small_configs_train_step_on_cpu(config, repo_dir):
         assert not any(n.startswith('backbone.trunk.') for n in trained)
     else:
         assert any(n.startswith('backbone.trunk.') for n in trained)
+
+
+def test_importing_the_package_imports_no_mmdet(repo_dir):
+    """mmdet (and the Mask2Former parts on it) load only for the configs that list them."""
+    code = 'import sys, mmseg_custom; print("mmdet" in sys.modules)'
+    out = subprocess.run([sys.executable, '-c', code], check=True, stdout=subprocess.PIPE,
+                         text=True, cwd=repo_dir).stdout
+    assert out.split() == ['False']
+    for path in shipped_configs(repo_dir):
+        text = open(path).read()
+        if 'MSDAPixelDecoder' in text or 'mask2former' in osp.basename(path):
+            imports = Config.fromfile(path).custom_imports['imports']
+            assert 'mmseg_custom.models.decode_heads.mask2former_pixel_decoder' in imports, path

@@ -1,7 +1,11 @@
-"""Checkpoints: weights_only loading of mmengine's objects, clear errors, atomic writes."""
+"""Checkpoints: weights_only loading of mmengine's objects, clear errors, atomic writes, the
+newest complete checkpoint of a work dir, checkpoints that do not fit the model."""
 import os
+import pickle
 import re
 import struct
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -9,8 +13,11 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
+from torch import nn
 
-from mmseg_custom.engine import AtomicLocalBackend, CheckpointError
+from mmseg_custom.engine import (AtomicLocalBackend, CheckpointError, latest_checkpoint,
+                                 load_from_local, load_state_dict_exactly,
+                                 remove_unfinished_writes)
 
 
 def mmengine_style_checkpoint():
@@ -27,7 +34,8 @@ def mmengine_style_checkpoint():
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
     path = tmp_path / 'iter_4.pth'
     torch.save(mmengine_style_checkpoint(), path)
-    for ckpt in (_load_checkpoint(str(path), map_location='cpu'),
+    for ckpt in (load_from_local(str(path), map_location='cpu'),
+                 _load_checkpoint(str(path), map_location='cpu'),  # mmengine's own loader
                  torch.load(path, weights_only=True)):  # plain torch.load is covered too
         buffer = ckpt['message_hub']['log_scalars']['train/loss']
         assert isinstance(buffer, HistoryBuffer)
@@ -37,7 +45,7 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
         assert torch.equal(ckpt['state_dict']['w'], torch.arange(4.0))
 
 
-@pytest.mark.parametrize('keep', [0, 10, 0.5, -5])
+@pytest.mark.parametrize('keep', [10, 0.5, -5])
 def test_truncated_checkpoint_error_names_the_file(tmp_path, keep):
     path = tmp_path / 'iter_4.pth'
     torch.save(mmengine_style_checkpoint(), path)
@@ -45,7 +53,38 @@ def test_truncated_checkpoint_error_names_the_file(tmp_path, keep):
     path.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
     message = re.escape(f'Checkpoint {path} is corrupt or truncated')
     with pytest.raises(CheckpointError, match=message):
-        _load_checkpoint(str(path))
+        load_from_local(str(path))
+
+
+def test_empty_checkpoint_says_so(tmp_path):
+    path = tmp_path / 'iter_4.pth'
+    path.write_bytes(b'')
+    with pytest.raises(CheckpointError, match=re.escape(f'Checkpoint {path} is empty (0 bytes)')):
+        load_from_local(str(path))
+
+
+@pytest.mark.parametrize('kind', ['legacy', 'pickle'])
+def test_legacy_and_pickle_files_are_refused_as_unsafe_with_the_conversion(tmp_path, kind):
+    path = tmp_path / 'old.pth'
+    state = {'state_dict': {'w': torch.arange(3.0)}}
+    if kind == 'legacy':
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    else:
+        with open(path, 'wb') as f:
+            pickle.dump({'state_dict': {'w': [0.0, 1.0, 2.0]}}, f)
+    with pytest.raises(CheckpointError) as info:
+        load_from_local(str(path))
+    message = str(info.value)
+    assert f'Checkpoint {path} is refused: it is not in a safe format' in message
+    assert ("PyTorch's legacy (non-zip) format" if kind == 'legacy' else 'a plain pickle') \
+        in message
+    assert 'corrupt' not in message
+    # The conversion the message gives works (on a file the test trusts).
+    command = re.search(r'python -c "(.*)"', message).group(1)
+    command = command.replace('IN.pth', str(path)).replace('OUT.pth', str(tmp_path / 'new.pth'))
+    subprocess.run([sys.executable, '-c', command], check=True)
+    converted = load_from_local(str(tmp_path / 'new.pth'))
+    assert list(converted['state_dict']['w']) == [0.0, 1.0, 2.0]
 
 
 @pytest.mark.parametrize('where', ['data.pkl', 'data/0'])
@@ -63,13 +102,23 @@ def test_corrupt_byte_is_found_by_its_crc(tmp_path, where):
     path.write_bytes(bytes(data))
     message = f'corrupt or truncated: member .*{where} fails its CRC'
     with pytest.raises(CheckpointError, match=message):
-        _load_checkpoint(str(path))
+        load_from_local(str(path))
 
 
 def test_missing_checkpoint_is_named(tmp_path):
     message = re.escape(f'Checkpoint {tmp_path}/nope.pth does not exist')
     with pytest.raises(FileNotFoundError, match=message):
-        _load_checkpoint(str(tmp_path / 'nope.pth'))
+        load_from_local(str(tmp_path / 'nope.pth'))
+
+
+def test_importing_the_package_replaces_no_mmengine_loader():
+    """Our loader serves our load paths; mmengine's (and so mmdet's) stay mmengine's."""
+    code = ('from mmengine.runner.checkpoint import CheckpointLoader; '
+            'before = dict(CheckpointLoader._schemes); import mmseg_custom; '
+            'print(CheckpointLoader._schemes == before, CheckpointLoader._schemes[""].__module__)')
+    out = subprocess.run([sys.executable, '-c', code], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout.split()
+    assert out == ['True', 'mmengine.runner.checkpoint']
 
 
 class MakeDir:
@@ -96,7 +145,7 @@ def test_code_in_a_checkpoint_is_refused(tmp_path, payload):
     torch.save({'x': MakeDir(str(marker)) if payload == 'code' else ReadAttribute()}, path)
     message = re.escape(f'Checkpoint {path} holds Python objects')
     with pytest.raises(CheckpointError, match=message):
-        _load_checkpoint(str(path))
+        load_from_local(str(path))
     assert not marker.exists()
 
 
@@ -115,3 +164,64 @@ def test_atomic_put_replaces_the_file_or_leaves_it_alone(tmp_path, monkeypatch):
         backend.put(b'third, never complete', path)
     assert path.read_bytes() == b'second'
     assert os.listdir(path.parent) == ['iter_2.pth']
+
+
+def save(path, step=None):
+    torch.save({'meta': {'iter': step}, 'state_dict': {'w': torch.zeros(2)}}, path)
+    return str(path)
+
+
+def test_latest_checkpoint_is_the_newest_complete_one(tmp_path):
+    assert latest_checkpoint(str(tmp_path)) == (None, f'no complete checkpoint in {tmp_path}')
+    old = save(tmp_path / 'iter_2.pth')
+    (tmp_path / 'last_checkpoint').write_text(old)
+    assert latest_checkpoint(str(tmp_path))[0] == old
+    # Killed after the new checkpoint was renamed, before last_checkpoint was updated.
+    new = save(tmp_path / 'iter_4.pth')
+    path, note = latest_checkpoint(str(tmp_path))
+    assert path == new and 'names' in note and 'older' in note
+    # A newer one cut off, and the temporary file of an unfinished write: both ignored.
+    (tmp_path / 'iter_6.pth').write_bytes((tmp_path / 'iter_4.pth').read_bytes()[:100])
+    (tmp_path / 'iter_8.pth.tmp.123').write_bytes(b'partial')
+    assert latest_checkpoint(str(tmp_path))[0] == new
+    # last_checkpoint names a file deleted since.
+    os.remove(new)
+    (tmp_path / 'last_checkpoint').write_text(new)
+    assert latest_checkpoint(str(tmp_path))[0] == old
+    (tmp_path / 'last_checkpoint').write_text('')  # cut off while written
+    assert latest_checkpoint(str(tmp_path))[0] == old
+    assert remove_unfinished_writes(str(tmp_path)) == [str(tmp_path / 'iter_8.pth.tmp.123')]
+    assert sorted(os.listdir(tmp_path)) == ['iter_2.pth', 'iter_6.pth', 'last_checkpoint']
+
+
+class Net(nn.Module):
+
+    def __init__(self, classes):
+        super().__init__()
+        self.body = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Conv2d(4, classes, 1)
+
+
+def test_a_checkpoint_that_does_not_fit_names_both_shapes():
+    checkpoint = {'state_dict': {f'module.{k}': v for k, v in Net(6).state_dict().items()}}
+    model = Net(10)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_exactly(model, checkpoint, 'six.pth')
+    message = str(info.value)
+    assert message.startswith('Checkpoint six.pth does not fit the model')
+    assert 'size mismatch for head.weight' in message
+    assert 'torch.Size([6, 4, 1, 1])' in message and 'torch.Size([10, 4, 1, 1])' in message
+    assert 'num_classes' in message
+
+    state = Net(10).state_dict()
+    del state['head.bias']
+    state['extra.weight'] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match='missing from the checkpoint: head.bias') as info:
+        load_state_dict_exactly(Net(10), state, 'other.pth')
+    assert 'not in the model: extra.weight' in str(info.value)
+
+    fits = Net(10)
+    state = fits.state_dict()
+    del state['bn.num_batches_tracked']  # older BN layers had none: not a misfit
+    load_state_dict_exactly(Net(10), state, 'ok.pth')

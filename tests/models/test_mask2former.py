@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
+from mmengine.utils import import_modules_from_strings
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -25,6 +26,7 @@ def tiny_config(repo_dir, width=32):
     """The small config with a random 4-block, 64-wide trunk, and a ``width``-channel head with
     few queries, layers and points: about a second per training step on a 2-core CPU."""
     cfg = Config.fromfile(osp.join(repo_dir, CONFIG))
+    import_modules_from_strings(**cfg.custom_imports)  # registers MSDAPixelDecoder
     model = cfg.model
     model.data_preprocessor.size = (SIZE, SIZE)
     model.backbone.trunk.update(arch=dict(embed_dims=64, depth=4, num_heads=2), pretrained=None)

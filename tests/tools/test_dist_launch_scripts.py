@@ -1,6 +1,7 @@
 """dist_train.sh, dist_test.sh and slurm_train.sh: run, sourced or not, without a GPU."""
 import os
 import os.path as osp
+import socket
 import stat
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -66,3 +67,12 @@ def test_launchers_pick_the_interpreter(run, tiny_config, tmp_path):
     proc = run(['bash', '-c', f'PYTHON=/opt/py4; . {SLURM_TRAIN} gpu vitsplit {tiny_config} 1'],
                PATH=path)
     assert ' /opt/py4 -u ' in proc.stdout
+
+
+def test_a_busy_port_says_to_change_port(run, tiny_config):
+    with socket.create_server(('', 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = run(['bash', DIST_TRAIN, tiny_config, '2'], PORT=str(port))
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert proc.stdout.startswith(f'Port {port} is already in use'), proc.stdout[-3000:]
+    assert f'Set PORT to a free port, e.g. PORT={port + 1}' in proc.stdout

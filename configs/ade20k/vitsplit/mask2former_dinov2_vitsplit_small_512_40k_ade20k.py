@@ -6,6 +6,10 @@
 # schedule (task head at 0.1x lr, warm-up, poly).
 # The backbone, data, runtime and schedule are the linear ViT-Split-S config's; only the head differs.
 _base_ = ['./linear_dinov2_vitsplit_small_512_20k_ade20k.py']
+# The pixel decoder needs mmdet: registered only for the configs that use it.
+custom_imports = dict(
+    imports=['mmseg_custom', 'mmseg_custom.models.decode_heads.mask2former_pixel_decoder'],
+    allow_failed_imports=False)
 num_classes = 150
 channels = 384  # ViT-Split's output channels (the trunk's width)
 model = dict(

@@ -177,8 +177,9 @@ class DINOv2(BaseModule):
         self.patch_embed = PatchEmbed(patch_size, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
-        # Unused for segmentation; kept so official checkpoints load strictly.
-        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        # Unused for segmentation; kept so official checkpoints load strictly. Frozen: a trainable
+        # parameter that gets no gradient stops DDP at its second iteration.
+        self.mask_token = nn.Parameter(torch.zeros(1, dim), requires_grad=False)
         self.register_tokens = (nn.Parameter(torch.zeros(1, num_register_tokens, dim))
                                 if num_register_tokens else None)
         self.blocks = nn.ModuleList(

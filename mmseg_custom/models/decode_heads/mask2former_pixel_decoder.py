@@ -1,4 +1,8 @@
-"""Mask2Former's pixel decoder with its deformable attention on ``mmseg_custom.ops``."""
+"""Mask2Former's pixel decoder with its deformable attention on ``mmseg_custom.ops``.
+
+Not imported by ``import mmseg_custom`` (it needs mmdet and mmcv.ops): a config that uses it lists
+this module in ``custom_imports``, as the Mask2Former configs do.
+"""
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmseg.registry import MODELS
 
