@@ -9,7 +9,7 @@ from mmengine.utils import import_modules_from_strings
 from mmseg_custom.models.backbones.dinov2 import ARCHS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-WIDTH = 32  # trunk width and head channels (GroupNorm(32) needs a multiple of 32)
+WIDTH = 64  # trunk width and head channels (GroupNorm(32) after the neck's halving)
 HEAD_WIDTH = 32  # Mask2Former's width (256 in the configs)
 SIZE = 56  # input side: a 4 x 4 grid of 14-pixel patches
 

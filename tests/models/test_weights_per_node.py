@@ -18,13 +18,12 @@ def rank_main(rank, port, hub_dir, out_dir):
     def download(url, path, progress=True):
         open(os.path.join(out_dir, f'download_by_rank{rank}'), 'w').close()
         time.sleep(1.0)  # a slow download: the other rank must wait, not start its own
-        with open(path, 'wb') as f:
-            f.write(b'weights')
+        torch.save({'mask_token': torch.full((1, 4), 7.0)}, path)  # official layout, tiny
 
     torch.hub.download_url_to_file = download
-    path = weights.resolve_weights_once_per_node('small')
+    state_dict = weights.load_dinov2_weights('small')  # what DINOv2.init_weights() calls
     with open(os.path.join(out_dir, f'rank{rank}'), 'w') as f:
-        f.write(open(path, 'rb').read().decode())
+        f.write(str(state_dict['mask_token'].sum().item()))
     dist.destroy_process_group()
 
 
@@ -41,4 +40,4 @@ def test_one_download_per_node(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith('download')) == [
         'download_by_rank0']
-    assert (tmp_path / 'rank0').read_text() == (tmp_path / 'rank1').read_text() == 'weights'
+    assert (tmp_path / 'rank0').read_text() == (tmp_path / 'rank1').read_text() == '28.0'
