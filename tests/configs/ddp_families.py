@@ -37,7 +37,8 @@ def family_config(family, data_root, work_dir):
     for split in ('val', 'test'):
         cfg[f'{split}_dataloader'] = cfg[f'{split}_evaluator'] = cfg[f'{split}_cfg'] = None
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=100)
-    cfg.default_hooks.update(checkpoint=None, visualization=None)
+    cfg.default_hooks.checkpoint = None  # no checkpoint hook
+    cfg.default_hooks.pop('visualization')
     cfg.update(work_dir=osp.join(work_dir, family), experiment_name=family, launcher='pytorch',
                randomness=dict(seed=0))
     cfg.visualizer.name = f'visualizer_{family}'

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from ddp_families import FAMILIES
 
 from mmseg_custom.datasets.synthetic_shapes import generate_dataset
@@ -13,6 +14,7 @@ from mmseg_custom.datasets.synthetic_shapes import generate_dataset
 SCRIPT = osp.join(osp.dirname(osp.abspath(__file__)), 'ddp_families.py')
 
 
+@pytest.mark.slow  # ~100 s on the loaded 2-core CPU: five runners in two processes
 def test_every_family_trains_two_iterations_in_ddp(tmp_path):
     data_root = str(tmp_path / 'shapes')
     generate_dataset(data_root, num_train=4, num_val=1, size=56, verbose=False)
