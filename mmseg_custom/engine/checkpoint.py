@@ -277,6 +277,8 @@ def latest_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
             why = (f'{pointer} names {named}, which is older, missing or incomplete' if named
                    else f'no {pointer} file')
             return path, f'the newest complete checkpoint in its folder; {why}'
+    if not steps:
+        return None, f'no checkpoint in {work_dir}'
     return None, (f'no complete checkpoint in {work_dir}' +
                   (f' ({pointer} names {named}, which is missing or incomplete)' if named else ''))
 

@@ -172,7 +172,7 @@ def save(path, step=None):
 
 
 def test_latest_checkpoint_is_the_newest_complete_one(tmp_path):
-    assert latest_checkpoint(str(tmp_path)) == (None, f'no complete checkpoint in {tmp_path}')
+    assert latest_checkpoint(str(tmp_path)) == (None, f'no checkpoint in {tmp_path}')
     old = save(tmp_path / 'iter_2.pth')
     (tmp_path / 'last_checkpoint').write_text(old)
     assert latest_checkpoint(str(tmp_path))[0] == old
