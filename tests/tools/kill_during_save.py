@@ -6,7 +6,7 @@ Run by test_checkpoint_kill.py. Training runs in forked children (imports are pa
 WORKSPACE (which holds the config's data): 2 iterations, a checkpoint at each, validation at
 each with ``save_best``, and ``max_keep_ckpts=1``, the demo's setting. A reference child records
 every file operation of the checkpointing (opening a checkpoint or ``last_checkpoint`` for
-writing, fsync, rename, delete). Then, for each operation k, a child is SIGKILLed just before
+writing, rename, delete). Then, for each operation k, a child is SIGKILLed just before
 its k-th operation, and the folder must hold:
 
 * the newest checkpoint completed before the kill, found by ``latest_checkpoint`` and loadable
@@ -33,7 +33,9 @@ import mmseg_custom  # noqa: F401
 from mmseg_custom.engine import PortableRunner, latest_checkpoint, load_from_local
 from mmseg_custom.engine.checkpoint import CHECKPOINT_NAME
 
-WATCHED = {'replace': os.replace, 'remove': os.remove, 'unlink': os.unlink, 'fsync': os.fsync}
+# Operations that change what a killed job leaves on disk (an fsync changes nothing a later
+# process sees, unless the machine itself goes down).
+WATCHED = {'replace': os.replace, 'remove': os.remove, 'unlink': os.unlink}
 
 
 def watched(path):
@@ -51,8 +53,9 @@ def instrument(kill_at, trace):
 
     def wrap(op, func):
         def wrapped(*args, **kwargs):
-            if op == 'fsync' or watched(args[-1] if op == 'replace' else args[0]):
-                point(op, args[-1] if op == 'replace' else args[0])
+            path = args[1] if op == 'replace' else args[0]
+            if watched(path):
+                point(op, path)
             return func(*args, **kwargs)
         return wrapped
 
@@ -120,9 +123,11 @@ def resume(config, work_dir, record_file):
         json.dump(record, f)
 
 
-def completed(trace, prefix_len):
-    """Checkpoints renamed to their final name in the first ``prefix_len`` operations."""
-    return [path for op, path in trace[:prefix_len] if op == 'replace']
+def completed(trace, prefix_len, work_dir):
+    """Checkpoints renamed to their final name in the first ``prefix_len`` operations of the
+    reference run, as paths in ``work_dir``."""
+    return [osp.join(work_dir, osp.basename(path)) for op, path in trace[:prefix_len]
+            if op == 'replace']
 
 
 def check(config, root, k, trace):
@@ -132,7 +137,7 @@ def check(config, root, k, trace):
     if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
         return [f'kill before operation {k} {trace[k - 1]}: child ended with status {status}']
     problems = []
-    done = completed(trace, k - 1)
+    done = completed(trace, k - 1, work_dir)
     regular = [p for p in done if CHECKPOINT_NAME.match(osp.basename(p))]
     best = [p for p in done if osp.basename(p).startswith('best_')]
     latest, note = latest_checkpoint(work_dir)
