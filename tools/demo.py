@@ -21,10 +21,11 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.runner import find_latest_checkpoint
 from mmengine.utils import mkdir_or_exist
 
 from mmseg_custom.datasets import generate_dataset
+from mmseg_custom.engine import PortableRunner
 from mmseg_custom.utils.malloc import keep_freed_memory
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -181,7 +182,7 @@ def main(argv=None):
     keep_freed_memory()  # CPU training: no page faults on every step's activations
     generate_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val)
     cfg = build_config(args)
-    runner = Runner.from_cfg(cfg)
+    runner = PortableRunner.from_cfg(cfg)  # a checkpoint save killed midway loses nothing
     batch = cfg.train_dataloader.batch_size
     runner.logger.info(f'Total batch size {batch} (1 process x {batch}), '
                        f'{cfg.train_cfg.max_iters} iterations, {torch.get_num_threads()} threads')
