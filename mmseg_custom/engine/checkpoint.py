@@ -108,25 +108,29 @@ class _NoGlobals(pickle.Unpickler):
         raise pickle.UnpicklingError(f'{module}.{name}')
 
 
-def _unsafe_format(filename):
-    """The error for a legacy-format (pre-zip) torch file or a plain pickle."""
-    try:  # a legacy torch file opens with a pickled magic number
+def _is_legacy_torch(filename):
+    """Whether ``filename`` is in torch's legacy (pre-zip) format: it opens with a magic number."""
+    try:
         with open(filename, 'rb') as f:
-            legacy = _NoGlobals(f).load() == torch.serialization.MAGIC_NUMBER
-    except Exception:  # noqa: BLE001 (anything else is a plain pickle)
-        legacy = False
+            return _NoGlobals(f).load() == torch.serialization.MAGIC_NUMBER
+    except Exception:  # noqa: BLE001 (not that format)
+        return False
+
+
+def _unsafe_format(filename, legacy):
+    """The error for a legacy-format file that weights_only refuses, or a plain pickle."""
     if legacy:
-        kind = "in PyTorch's legacy (non-zip) format"
-        read = "torch.load('IN.pth', map_location='cpu', weights_only=False)"
+        kind = ("in PyTorch's legacy (non-zip) format and holds Python objects that weights_only "
+                'loading refuses')
+        convert = ("ck = torch.load('IN.pth', map_location='cpu', weights_only=False); "
+                   "torch.save(dict(state_dict=ck.get('state_dict', ck)), 'OUT.pth')")
     else:
         kind = 'a plain pickle, not a PyTorch checkpoint'
-        read = "pickle.load(open('IN.pth', 'rb'))"
+        convert = "torch.save(pickle.load(open('IN.pth', 'rb')), 'OUT.pth')"
     return CheckpointError(
-        f'Checkpoint {filename} is refused: it is not in a safe format. It is {kind}, which '
-        'cannot be read without running any code it contains; only zip-format checkpoints '
-        '(torch.save since PyTorch 1.6) are read, with weights_only. If you trust the file, '
-        f'convert it once with\n  python -c "import pickle, torch; torch.save({read}, '
-        "'OUT.pth')\"\nand use OUT.pth.")
+        f'Checkpoint {filename} is refused: it is not in a safe format. It is {kind}; reading '
+        'it could run any code it contains. If you trust the file, convert it once with\n'
+        f'  python -c "import pickle, torch; {convert}"\nand use OUT.pth.')
 
 
 def load_from_local(filename, map_location=None):
@@ -141,8 +145,9 @@ def load_from_local(filename, map_location=None):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        CheckpointError: the file is empty, corrupt or truncated, in an unsafe format (legacy
-            torch format, raw pickle), or holds objects outside the allow-list.
+        CheckpointError: the file is empty, corrupt or truncated, not in a safe format (a plain
+            pickle, or a legacy-format file with objects weights_only refuses), or holds objects
+            outside the allow-list.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -153,12 +158,17 @@ def load_from_local(filename, map_location=None):
             "Delete it, and the work dir's last_checkpoint file if it names it, then resume from "
             'an earlier checkpoint or copy the file again.')
     with open(filename, 'rb') as f:
-        magic = f.read(2)
-    if magic[:1] == b'\x80':  # a pickle protocol >= 2 opcode: not torch's zip format
-        raise _unsafe_format(filename)
+        pickled = f.read(1) == b'\x80'  # a pickle protocol >= 2 opcode: not torch's zip format
+    legacy = pickled and _is_legacy_torch(filename)
+    if pickled and not legacy:
+        raise _unsafe_format(filename, legacy=False)
     try:
         checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
     except Exception as err:
+        if legacy:
+            if isinstance(err, pickle.UnpicklingError):
+                raise _unsafe_format(filename, legacy=True) from err
+            raise _corrupt(filename, f'its legacy-format data cannot be read ({err})') from err
         damage = _zip_damage(filename)
         if damage is not None:
             raise _corrupt(filename, damage) from err
@@ -170,7 +180,8 @@ def load_from_local(filename, map_location=None):
                 f'Details: {err}') from err
         raise
     # torch does not check the archive's CRCs: a damaged tensor would load as wrong weights.
-    damage = _zip_damage(filename)
+    # Legacy files (weights_only reads them safely) have no CRCs to check.
+    damage = None if legacy else _zip_damage(filename)
     if damage is not None:
         raise _corrupt(filename, damage)
     return checkpoint

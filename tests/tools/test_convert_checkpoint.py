@@ -1,4 +1,5 @@
 """tools/convert_checkpoint.py: an original checkpoint converted; bad input, one clear message."""
+import argparse
 import importlib.util
 import os.path as osp
 import re
@@ -41,8 +42,8 @@ def test_bad_source_gives_the_loaders_message(tmp_path, case):
     elif case == 'truncated':
         torch.save({'state_dict': {'w': torch.zeros(1000)}}, src)
         src.write_bytes(src.read_bytes()[:2000])
-    elif case == 'legacy':
-        torch.save({'state_dict': {'w': torch.zeros(3)}}, src,
+    elif case == 'legacy':  # holding an object weights_only refuses
+        torch.save({'state_dict': {'w': torch.zeros(3)}, 'args': argparse.Namespace(lr=1)}, src,
                    _use_new_zipfile_serialization=False)
     expected = loader_message(src)
     assert {'empty': 'is empty (0 bytes)', 'missing': 'does not exist',
