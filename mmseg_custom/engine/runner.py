@@ -1,6 +1,5 @@
 """An mmengine ``Runner`` that runs one config on many GPUs, one GPU or CPU; safe checkpoints."""
 import datetime
-import os.path as osp
 import re
 
 import torch
