@@ -173,8 +173,8 @@ class PortableRunner(Runner):
 def close_process_group():
     """Shut the default process group down, if any, once a launcher's work is done.
 
-    Left to interpreter exit, gloo's threads can outlive the objects they use: about one run in
-    four, a rank then aborts ("terminate called without an active exception") after finishing.
+    Left to interpreter exit, gloo's threads can outlive the objects they use; a rank was reported
+    to abort then ("terminate called without an active exception") after finishing its work.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
