@@ -10,8 +10,9 @@
 #                       and alongside it our deformable attention (ops/)
 #   5. imports          mmcv.ops, mmseg, mmdet, mmseg_custom from the scratch folder, CUDA kernels
 #   6. gpu tests        pytest -m gpu (gpu_tests.xml)
-#   7. benchmark small  ViT-Split-S vs full fine-tuning, bf16 autocast, training batch 8,
-#   8. benchmark large  inference batch 16 and 1, crop 512 (benchmark_{small,large}.json)
+#   7. benchmark large  ViT-Split-L vs full fine-tuning, bf16 autocast, crop 512, training batch
+#   8. benchmark small  8, inference batch 16 and 1 (benchmark_{large,small}.json); the small run
+#                       also times slide inference, mmseg's loop vs ours (4 crops at a time)
 # Figures and logs go to $OUT when set, else to WORK/results: environment.json, steps.json (each
 # step's status and seconds), benchmark_*.json, gpu_tests.xml, logs/STEP.log. It stops at the first
 # failing step and names it (--keep-going runs the others too), and stops any step that would end
@@ -24,10 +25,11 @@
 #   --python-version/--platform, so a wheel that would not install there fails here); then an
 #   interpreter with no site-packages of its own that sees only the GPU machine's base packages
 #   (this interpreter's installs of them, tools/gpu_env.py) and the carried pure-Python wheels
-#   installed for this interpreter (carried CPython 3.12 binaries, and mmcv, which is not built
-#   here, are stood in for by this interpreter's installs): the op's CPU build with the carried
-#   setuptools, the imports, the GPU tests' collection and the benchmark of the same configs at a
-#   tiny crop on the CPU, all run with it. A package our code imports and .whl/ lacks fails here.
+#   installed for this interpreter (carried CPython 3.12 binaries, mmcv, which is not built here,
+#   and our op are stood in for by this interpreter's installs; GPU_CHECK_DRY_BUILD=1 builds the
+#   op's CPU kernels with the carried setuptools, minutes on 2 cores): the imports, the GPU tests'
+#   collection and the small benchmark at a tiny crop on the CPU (the large one is skipped: over
+#   15 minutes there) all run with it. A package our code imports and .whl/ lacks fails here.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +49,12 @@ export MMCV_VERSION=2.1.0
 export repo dry
 export wheels="${GPU_CHECK_WHEELS:-$repo/.whl}"
 if [ "$dry" = 1 ]; then
-  export work="${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check_dry.XXXXXX)}"
+  if [ -z "${GPU_CHECK_WORK:-}" ]; then
+    GPU_CHECK_WORK="$(mktemp -d /tmp/gpu_check_dry.XXXXXX)"
+    # A work folder of its own: on exit keep only the results (when $OUT is unset).
+    trap 'find "$work" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +' EXIT
+  fi
+  export work="$GPU_CHECK_WORK"
   budget="${GPU_CHECK_BUDGET_S:-1200}"
   # The installer: this repository's interpreter; the runner: a bare venv made in step 3.
   export installer="${PYTHON:-$(bash "$repo/tools/launcher_python.sh")}"
@@ -77,7 +84,8 @@ import torch
 dry = os.environ['dry'] == '1'
 info = dict(python=sys.version.split()[0], torch=torch.__version__, cuda=torch.version.cuda,
             cpus=os.cpu_count(), dry_run=dry, platform=platform.platform())
-for mod in ('torchvision', 'timm', 'numpy', 'cv2'):
+# The machine's own packages that the carried ones need (tools/gpu_env.py: GPU_BASE).
+for mod in ('torchvision', 'timm', 'numpy', 'cv2', 'scipy'):
     info[mod] = __import__(mod).__version__
 if not dry:
     assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'
@@ -108,13 +116,16 @@ step_install() {
     return
   fi
   echo "every carried wheel, installed as for CPython 3.12 on x86-64 Linux:"
-  "${pip[@]}" install -q --no-index --no-deps --target "$work/site312" --only-binary=:all: \
-    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 "$wheels"/*.whl
+  "${pip[@]}" install -q --no-compile --no-index --no-deps --target "$work/site312" \
+    --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 "$wheels"/*.whl
   ls "$work/site312" | grep -c dist-info
   echo "the pure-Python ones for this interpreter, beside links to the GPU machine's base set:"
   local pure
-  pure=$("$installer" "$repo/tools/gpu_env.py" emulate "$wheels" "$work/base")
+  local link=()
+  [ "${GPU_CHECK_DRY_BUILD:-0}" = 1 ] || link=(--link vitsplit-msda-ext)
+  pure=$("$installer" "$repo/tools/gpu_env.py" emulate "$wheels" "$work/base" "${link[@]}")
   # shellcheck disable=SC2086  # one wheel path per word
   "${pip[@]}" install -q --no-index --no-deps --target "$work/site" $pure
   ls "$work/site" | grep -c dist-info
@@ -129,7 +140,8 @@ build_op() {
   rm -rf "$work/op" "$work/op_build"
   (cd "$repo/ops" && PYTHONPATH="$run_path" FORCE_CUDA="$cuda" MAX_JOBS="$(nproc)" \
      "$runner" setup.py -q build_ext --build-lib "$work/op" --build-temp "$work/op_build")
-  run_py -c 'import vitsplit_msda_ext as e; print(f"{e.__file__}: CUDA kernels {e.with_cuda()}")'
+  run_py -c 'import torch, vitsplit_msda_ext as e
+print(f"{e.__file__}: CUDA kernels {e.with_cuda()}")'
 }
 export -f build_op
 
@@ -147,7 +159,11 @@ step_build() {
   if [ "$dry" = 1 ]; then
     echo "mmcv $MMCV_VERSION unpacked and switched to C++20; not built on the dry run (tens of"
     echo "minutes on this CPU): this interpreter's mmcv stands in for it."
-    build_op 0
+    if [ "${GPU_CHECK_DRY_BUILD:-0}" = 1 ]; then
+      build_op 0
+    else
+      echo "our op: this interpreter's build stands in (GPU_CHECK_DRY_BUILD=1 builds it here)"
+    fi
     return
   fi
   local arch
@@ -156,6 +172,7 @@ step_build() {
   # Our op (one .cu) compiles alongside mmcv's ~100 CUDA sources.
   build_op 1 >"$logs/build_op.log" 2>&1 &
   local op_pid=$!
+  trap 'kill "$op_pid" 2>/dev/null || true' EXIT  # when mmcv's build fails first
   if [ -f "$mmcv_src/.built" ]; then
     echo "mmcv already built in $mmcv_src"
   else
@@ -207,22 +224,24 @@ step_gpu_tests() {
   fi
 }
 
-benchmark() {  # benchmark SIZE: ViT-Split and full fine-tuning of one size, bf16
+benchmark() {  # benchmark SIZE [ARGS]: ViT-Split and full fine-tuning of one size, bf16
   local size=$1 args
+  shift
   if [ "$dry" = 1 ]; then  # same configs, on the CPU at a tiny crop
     args=(--device cpu --crop 56 --batch 2 --infer-batch 2 1 --iters 1 --warmup 1)
   else
-    args=(--device cuda --crop 512 --batch 8 --infer-batch 16 1 --iters 10 --warmup 3)
+    args=(--device cuda --crop 512 --batch 8 --infer-batch 16 1 --iters 8 --warmup 2)
   fi
   cd "$repo"
   run_py tools/benchmark.py \
     "configs/ade20k/baselines/linear_dinov2_finetune_${size}_512_40k_ade20k.py" \
     "configs/ade20k/vitsplit/linear_dinov2_vitsplit_${size}_512_20k_ade20k.py" \
-    --amp --slide "${args[@]}" --json "$results/benchmark_$size.json"
+    --amp "${args[@]}" "$@" --json "$results/benchmark_$size.json"
 }
 export -f benchmark
-step_benchmark_small() { benchmark small; }
+# Large first: most of the figures to beat are ViT-L's.
 step_benchmark_large() { benchmark large; }
+step_benchmark_small() { benchmark small --slide; }
 export -f step_environment step_wheels step_install step_build step_imports step_gpu_tests \
   step_benchmark_small step_benchmark_large
 
@@ -230,10 +249,16 @@ start=$SECONDS
 deadline=$((SECONDS + budget))
 failed=()
 records=()
-run_step() {  # run_step NAME FUNCTION LINES: run it under the time left, show LINES of its log
+run_step() {  # run_step NAME FUNCTION LINES [WHY]: run it under the time left, show LINES of its
+  # log; WHY, if given, is why the dry run skips it
   local name=$1 fn=$2 show=$3 rc=0 t0=$SECONDS left=$((deadline - SECONDS))
   local log="$logs/${fn#step_}.log"
   if [ "${#failed[@]}" -gt 0 ] && [ "$keep_going" = 0 ]; then
+    return
+  fi
+  if [ "$dry" = 1 ] && [ -n "${4:-}" ]; then
+    printf '==> [gpu_check] %s: skipped on the dry run: %s\n' "$name" "$4"
+    records+=("{\"step\": \"$name\", \"status\": \"skipped\", \"seconds\": 0}")
     return
   fi
   printf '==> [gpu_check] %s (%ss left)\n' "$name" "$left"
@@ -263,8 +288,9 @@ run_step install step_install 3
 run_step build step_build 2
 run_step imports step_imports 6
 run_step "gpu tests" step_gpu_tests 12
-run_step "benchmark small" step_benchmark_small 14
-run_step "benchmark large" step_benchmark_large 14
+run_step "benchmark large" step_benchmark_large 14 \
+  "ViT-L took over 15 minutes on a 2-core CPU; the small step runs the same code"
+run_step "benchmark small" step_benchmark_small 18
 
 {
   printf '{"dry_run": %s, "seconds": %s, "budget_s": %s, "steps": [\n' \

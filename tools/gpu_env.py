@@ -9,7 +9,8 @@ packages installed here. An interpreter without site-packages (a bare venv) whos
 folder where the pure-Python carried wheels were installed, then this one, imports what the GPU
 machine will: a module our code needs and ``.whl/`` lacks fails to import here as it would there.
 
-    python tools/gpu_env.py emulate WHEEL_DIR OUT_DIR   # prints the pure wheels, one a line
+    python tools/gpu_env.py emulate WHEEL_DIR OUT_DIR [--link DIST ...]
+        # prints the pure wheels, one a line; --link: more distributions installed here to link
 """
 import argparse
 import os
@@ -21,8 +22,10 @@ from importlib import metadata
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-# What the GPU machine's Python has before anything is installed (see the README, "GPU check").
-GPU_BASE = ['torch', 'torchvision', 'timm', 'numpy', 'opencv-python-headless']
+# What the GPU machine's Python has before anything is installed (see the README, "GPU check"):
+# torch, torchvision, timm, numpy, opencv, and scipy (mmseg.models imports it, and imported there
+# with nothing carried for it).
+GPU_BASE = ['torch', 'torchvision', 'timm', 'numpy', 'opencv-python-headless', 'scipy']
 # Built there from its carried source distribution.
 BUILT_THERE = ['mmcv']
 
@@ -30,13 +33,21 @@ BUILT_THERE = ['mmcv']
 def dependency_closure(names):
     """Canonical names of ``names`` and everything they require, as installed here."""
     env = {'extra': ''}
-    seen, todo = set(), [canonicalize_name(n) for n in names]
+    roots = {canonicalize_name(n) for n in names}
+    seen, todo = set(), list(roots)
     while todo:
         name = todo.pop()
         if name in seen:
             continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            if name in roots:
+                raise SystemExit(f'gpu_env: {name}, which the GPU machine has, is not installed '
+                                 'here: run bash install.sh')
+            continue  # an optional dependency not installed here: nothing here imports it
         seen.add(name)
-        for spec in metadata.distribution(name).requires or []:
+        for spec in dist.requires or []:
             req = Requirement(spec)
             if req.marker is None or req.marker.evaluate(env):
                 todo.append(canonicalize_name(req.name))
@@ -65,9 +76,10 @@ def link_distribution(name, out_dir):
             os.symlink(src, dst)
 
 
-def emulate(wheel_dir, out_dir):
-    """Link the base set, mmcv and the binary carried packages into ``out_dir``; return the pure
-    carried wheels (paths), which the caller installs with this interpreter."""
+def emulate(wheel_dir, out_dir, extra=()):
+    """Link the base set, mmcv, the binary carried packages and ``extra`` distributions into
+    ``out_dir``; return the pure carried wheels (paths), which the caller installs with this
+    interpreter."""
     os.makedirs(out_dir, exist_ok=True)
     pure, binary = [], []
     for fname in sorted(os.listdir(wheel_dir)):
@@ -78,7 +90,7 @@ def emulate(wheel_dir, out_dir):
             pure.append(osp.join(wheel_dir, fname))
         else:
             binary.append((name, str(version)))
-    names = dependency_closure(GPU_BASE) | set(BUILT_THERE)
+    names = dependency_closure(GPU_BASE) | set(BUILT_THERE) | set(extra)
     for name, version in binary:
         try:
             here = metadata.version(name)
@@ -101,8 +113,9 @@ def main():
     emu = sub.add_parser('emulate', help='link the base set into OUT_DIR, print the pure wheels')
     emu.add_argument('wheel_dir')
     emu.add_argument('out_dir')
+    emu.add_argument('--link', nargs='*', default=[], metavar='DIST')
     args = parser.parse_args()
-    print('\n'.join(emulate(args.wheel_dir, args.out_dir)))
+    print('\n'.join(emulate(args.wheel_dir, args.out_dir, args.link)))
 
 
 if __name__ == '__main__':
