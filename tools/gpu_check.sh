@@ -79,7 +79,7 @@ export -f run_py
 
 step_environment() {  # the interpreter alone: on the dry run the check's one is made later
   "$installer" - <<'PY'
-import json, os, platform, shutil, subprocess, sys
+import glob, json, os, platform, shutil, subprocess, sys
 import torch
 dry = os.environ['dry'] == '1'
 info = dict(python=sys.version.split()[0], torch=torch.__version__, cuda=torch.version.cuda,
@@ -96,8 +96,16 @@ if not dry:
     assert nvcc, 'nvcc not found: mmcv and our op cannot be built'
     info['nvcc'] = subprocess.run([nvcc, '--version'], capture_output=True,
                                   text=True).stdout.strip().splitlines()[-1]
-    with open(os.path.join(os.environ['work'], 'arch'), 'w') as f:
-        f.write(os.environ.get('TORCH_CUDA_ARCH_LIST') or info['capability'])
+    # torch takes CUDA_HOME from nvcc's folder, wrong where nvcc is a wrapper in /usr/local/bin.
+    from torch.utils.cpp_extension import CUDA_HOME
+    homes = [h for h in [CUDA_HOME, *sorted(glob.glob('/usr/local/cuda*'))]
+             if h and os.path.isfile(os.path.join(h, 'include', 'cuda_runtime.h'))]
+    assert homes, 'no CUDA toolkit with include/cuda_runtime.h found: set CUDA_HOME'
+    info['cuda_home'] = homes[0]
+    for name, value in (('arch', os.environ.get('TORCH_CUDA_ARCH_LIST') or info['capability']),
+                        ('cuda_home', homes[0])):
+        with open(os.path.join(os.environ['work'], name), 'w') as f:
+            f.write(value)
 print(json.dumps(info, indent=1))
 with open(os.path.join(os.environ['results'], 'environment.json'), 'w') as f:
     json.dump(info, f, indent=1)
@@ -168,7 +176,7 @@ step_build() {
   fi
   local arch
   arch=$(cat "$work/arch")
-  export TORCH_CUDA_ARCH_LIST="$arch"
+  export TORCH_CUDA_ARCH_LIST="$arch" CUDA_HOME="$(cat "$work/cuda_home")"
   # Our op (one .cu) compiles alongside mmcv's ~100 CUDA sources.
   build_op 1 >"$logs/build_op.log" 2>&1 &
   local op_pid=$!
@@ -205,7 +213,9 @@ assert mmseg_custom.__file__.startswith(os.environ['repo'])
 assert compiled_ops_available('cpu'), 'vitsplit_msda_ext did not build'
 if not dry:
     assert compiled_ops_available('cuda'), 'vitsplit_msda_ext has no CUDA kernels'
-    # One mmcv CUDA kernel, so a broken build fails here rather than inside a test.
+    # One mmcv CUDA kernel, so a broken build fails here rather than inside a test; the plain
+    # conv it is compared with would otherwise run in TF32.
+    torch.backends.cudnn.allow_tf32 = False
     x = torch.randn(1, 4, 8, 8, device='cuda')
     conv = mmcv.ops.DeformConv2d(4, 4, 3, padding=1).cuda()
     out = conv(x, torch.zeros(1, 18, 8, 8, device='cuda'))
