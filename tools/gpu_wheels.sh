@@ -2,7 +2,7 @@
 # Download into .whl/ (git-ignored) what tools/gpu_check.sh installs on a bare GPU machine that has
 # Python 3.12 with torch, torchvision, timm, numpy and opencv but no package registry: wheels for
 # CPython 3.12 on x86-64 Linux of every other package our code, its tests and tools/benchmark.py
-# import (tools/gpu_env.py checks that list against the imports), and mmcv's source distribution,
+# import (gpu_check.sh --dry-run finds any that is missing), and mmcv's source distribution,
 # which gpu_check.sh builds there with CUDA ops. About 23 MB. Needs PyPI unless .whl/ is complete.
 #   bash tools/gpu_wheels.sh [DEST]          # DEST: default .whl/ in the repository
 #   bash tools/gpu_wheels.sh --check [DEST]  # offline: exit 1 naming what DEST lacks
@@ -19,8 +19,8 @@ dest="${1:-$repo/.whl}"
 py="${PYTHON:-$(bash "$repo/tools/launcher_python.sh")}"
 MMCV_VERSION=2.1.0
 
-# Pinned to the versions the CPU install resolves (requirements.txt and its dependencies), so
-# that the GPU machine runs the set the tests here ran.
+# Pinned: requirements.txt's versions where it pins them, else the newest on PyPI when this list
+# was written. gpu_check.sh --dry-run imports the pure-Python ones with our code.
 WHEELS=(
   mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0
   # mmengine: config, logging and progress bars
