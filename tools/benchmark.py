@@ -1,7 +1,7 @@
 """Training and inference speed, memory and FLOPs of configs, side by side on the same inputs.
 
-    python tools/benchmark.py CONFIG [CONFIG ...] [--batch 2] [--crop 512] [--iters 10]
-        [--device cpu|cuda] [--amp] [--compile] [--json OUT]
+    python tools/benchmark.py CONFIG [CONFIG ...] [--batch 2] [--infer-batch 16 1] [--crop 512]
+        [--iters 10] [--device cpu|cuda] [--amp] [--compile] [--json OUT]
 
 Per config (random weights, random images and labels, the config's own optimizer and param groups):
 * training step time (forward + loss + backward + optimizer step), median after warm-up;
@@ -9,7 +9,8 @@ Per config (random weights, random images and labels, the config's own optimizer
   a fresh process so one config's peak cannot hide another's);
 * training FLOPs per step (forward, and backward only where gradients flow), counted by
   ``torch.utils.flop_counter`` (matmuls, convs, attention; the CPU attention kernel added);
-* inference images/s (forward + logits resized to the crop, no grad);
+* inference images/s (forward + logits resized to the crop, no grad), at each ``--infer-batch``
+  (default: the training ``--batch``);
 * where the training time goes (trunk, task head, prior head + fusion, decode head, loss,
   backward, optimizer), from ``torch.profiler`` ranges;
 * with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image.
@@ -119,7 +120,9 @@ class Bench:
         self.cfg, self.model = build(config, args.device)
         self.optim = build_optim_wrapper(self.model, self.cfg.optim_wrapper)
         self.x, self.samples = make_batch(self.cfg, args.batch, args.crop, args.device)
-        self.metas = [dict(img_shape=(args.crop, args.crop))] * args.batch
+        gen = torch.Generator().manual_seed(1)
+        self.infer_x = {n: torch.randn(n, 3, args.crop, args.crop, generator=gen).to(args.device)
+                        for n in args.infer_batch}
         self.amp = (torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16)
                     if args.amp else nullcontext())
         self.loss_fn = torch.compile(self.model.loss) if args.compile else self.model.loss
@@ -139,10 +142,11 @@ class Bench:
         sync(self.device)
 
     @torch.no_grad()
-    def infer(self):
+    def infer(self, batch):
+        x = self.infer_x[batch]
         self.model.eval()
         with self.amp:
-            self.infer_fn(self.x, self.metas)
+            self.infer_fn(x, [dict(img_shape=tuple(x.shape[2:]))] * batch)
         sync(self.device)
 
 
@@ -173,9 +177,10 @@ def measure_alone(config, args):
             else rss_bytes('VmHWM')) - idle
     stages = profile_stages(b.train_step, args.device)
     with flop_counter() as fc:
-        b.infer()
+        b.infer(args.infer_batch[0])
     return dict(config=config, train_gflop=train_flops / 1e9, train_peak_mib=peak / 2**20,
-                infer_gflop_per_img=fc.get_total_flops() / 1e9 / args.batch, stages_ms=stages,
+                infer_gflop_per_img=fc.get_total_flops() / 1e9 / args.infer_batch[0],
+                stages_ms=stages,
                 trainable=sum(p.numel() for p in b.model.parameters() if p.requires_grad))
 
 
@@ -186,17 +191,22 @@ def measure_times(configs, args):
     for b in benches:
         for _ in range(args.warmup):
             b.train_step()
-            b.infer()
+            for n in args.infer_batch:
+                b.infer(n)
     train = {b.config: [] for b in benches}
-    infer = {b.config: [] for b in benches}
+    infer = {(b.config, n): [] for b in benches for n in args.infer_batch}
     for _ in range(args.iters):
         for b in benches:
             train[b.config].append(timed(b.train_step))
-            infer[b.config].append(timed(b.infer))
+            for n in args.infer_batch:
+                infer[b.config, n].append(timed(lambda: b.infer(n)))
     out = {}
     for b in benches:
-        out[b.config] = dict(train_ms=1e3 * statistics.median(train[b.config]),
-                             infer_img_s=args.batch / statistics.median(infer[b.config]))
+        by_batch = {n: n / statistics.median(infer[b.config, n]) for n in args.infer_batch}
+        train_ms = 1e3 * statistics.median(train[b.config])
+        out[b.config] = dict(train_ms=train_ms, train_img_s=1e3 * args.batch / train_ms,
+                             infer_img_s=by_batch[args.infer_batch[0]],
+                             infer_img_s_by_batch={str(n): v for n, v in by_batch.items()})
         if args.slide:
             out[b.config].update(measure_slide(b.model, args, b.amp))
     return out
@@ -240,14 +250,15 @@ def measure_slide(model, args, amp):
 
 def print_table(results):
     ref = results[0]
+    batches = list(ref['infer_img_s_by_batch'])
     print(f'\n{"config":<58}{"train ms":>10}{"x ref":>7}{"GFLOP":>9}{"x ref":>7}'
-          f'{"peak MiB":>10}{"x ref":>7}{"infer img/s":>13}')
+          f'{"peak MiB":>10}{"x ref":>7}' + ''.join(f'{"img/s b" + n:>13}' for n in batches))
     for r in results:
         name = os.path.basename(r['config'])[:57]
         print(f'{name:<58}{r["train_ms"]:>10.1f}{r["train_ms"] / ref["train_ms"]:>7.2f}'
               f'{r["train_gflop"]:>9.1f}{r["train_gflop"] / ref["train_gflop"]:>7.2f}'
               f'{r["train_peak_mib"]:>10.0f}{r["train_peak_mib"] / ref["train_peak_mib"]:>7.2f}'
-              f'{r["infer_img_s"]:>13.2f}')
+              + ''.join(f'{r["infer_img_s_by_batch"][n]:>13.2f}' for n in batches))
     print('\nwhere one training step goes (ms; profiled step, so totals exceed the median):')
     print(f'{"config":<58}' + ''.join(f'{s:>13}' for s in STAGES))
     for r in results:
@@ -266,7 +277,9 @@ def print_table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+')
-    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--batch', type=int, default=2, help='training batch')
+    parser.add_argument('--infer-batch', type=int, nargs='+',
+                        help='inference batch sizes (default: --batch)')
     parser.add_argument('--crop', type=int, default=512)
     parser.add_argument('--iters', type=int, default=10, help='timed iterations (median)')
     parser.add_argument('--warmup', type=int, default=3)
@@ -278,6 +291,7 @@ def main():
     parser.add_argument('--json', help='write all figures here')
     parser.add_argument('--one', help=argparse.SUPPRESS)  # child process: measure one config
     args = parser.parse_args()
+    args.infer_batch = args.infer_batch or [args.batch]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
@@ -292,9 +306,11 @@ def main():
     print('timing all configs, interleaved ...', flush=True)
     times = measure_times(args.configs, args)
     for r in results:
-        r.update(times[r['config']], device=args.device, batch=args.batch, crop=args.crop,
+        r.update(times[r['config']], device=args.device, batch=args.batch,
+                 infer_batch=args.infer_batch, crop=args.crop,
                  amp=args.amp, compile=args.compile)
-    print(f'\n{torch.__version__}, {args.device}, batch {args.batch}, crop {args.crop}, '
+    print(f'\n{torch.__version__}, {args.device}, batch {args.batch} (inference '
+          f'{", ".join(map(str, args.infer_batch))}), crop {args.crop}, '
           f'amp {args.amp}, compile {args.compile}, threads {torch.get_num_threads()}')
     print_table(results)
     if args.json:
