@@ -8,11 +8,12 @@ from .autocast import BF16OptimWrapper
 from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_checkpoint_globals,
                          load_from_local)
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
+from .peft_optim_constructor import PEFTOptimWrapperConstructor
 from .runner import PortableRunner
 from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
     'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError',
-    'FrozenAwareOptimWrapperConstructor', 'PortableRunner', 'allow_mmengine_checkpoint_globals',
-    'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+    'FrozenAwareOptimWrapperConstructor', 'PEFTOptimWrapperConstructor', 'PortableRunner',
+    'allow_mmengine_checkpoint_globals', 'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
 ]

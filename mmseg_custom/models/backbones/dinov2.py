@@ -21,6 +21,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmseg.registry import MODELS
 from torch.profiler import record_function
 
+from ..patch_resample import resample_patch_and_grid
 from ..weights import load_dinov2_weights
 
 ARCHS = {
@@ -192,7 +193,10 @@ class DINOv2(BaseModule):
             if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
                 self._random_init()
             return
-        state_dict = load_dinov2_weights(self.pretrained)
+        # Weights of another patch size / grid (patch 14 for a patch-16 trunk, as Rein's):
+        # resampled as Rein's conversion does.
+        state_dict = resample_patch_and_grid(load_dinov2_weights(self.pretrained),
+                                             self.patch_size, self.pos_embed.shape[1] - 1)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         # mask_token is absent from some exports and unused here; anything else is a real mismatch.
         missing = [k for k in missing if k != 'mask_token']
