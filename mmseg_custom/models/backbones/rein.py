@@ -39,7 +39,8 @@ class Reins(BaseModule):
         num_layers (int): Trunk blocks (one token set each).
         embed_dims (int): Trunk width D.
         patch_size (int): Trunk patch size (only for the token initialisation range).
-        query_dims (int): Width of the linked queries (Mask2Former's ``feat_channels``). Default 256.
+        query_dims (int): Width of the linked queries (Mask2Former's ``feat_channels``).
+            Default 256.
         token_length (int): Tokens per layer. Default 100.
         use_softmax (bool): Softmax over the tokens (scaled by D^-0.5). Default True.
         link_token_to_query (bool): Build ``transform``/``merge`` and return queries. Default True.
@@ -202,7 +203,8 @@ class ReinBackbone(BaseModule):
         self.feat_scales = None if feat_scales is None else list(feat_scales)
         self.register_load_state_dict_pre_hook(self._convert_official_checkpoint)
 
-    def _convert_official_checkpoint(self, state_dict, prefix, *args):
+    @staticmethod
+    def _convert_official_checkpoint(module, state_dict, prefix, *args):
         keys = [k for k in state_dict if k.startswith(prefix)]
         if not keys:
             return
@@ -210,8 +212,8 @@ class ReinBackbone(BaseModule):
             rel = key[len(prefix):]
             if not rel.startswith(('reins.', 'trunk.')):  # the official trunk keys
                 state_dict[prefix + 'trunk.' + rel] = state_dict.pop(key)
-        bad = _shape_mismatches(state_dict, prefix + 'reins.', self.reins.state_dict())
-        bad += _shape_mismatches(state_dict, prefix + 'trunk.', self.trunk.state_dict())
+        bad = _shape_mismatches(state_dict, prefix + 'reins.', module.reins.state_dict())
+        bad += _shape_mismatches(state_dict, prefix + 'trunk.', module.trunk.state_dict())
         if bad:
             raise ValueError(
                 'Rein checkpoint does not fit this model (another trunk size, depth, patch size '
@@ -221,9 +223,9 @@ class ReinBackbone(BaseModule):
             print_log('Rein checkpoint holds no trunk weights (as the official reins + head '
                       'releases): the trunk loads its own pretrained weights now.',
                       logger='current')
-            self.trunk.init_weights()
+            module.trunk.init_weights()
             state_dict.update({prefix + 'trunk.' + k: v
-                               for k, v in self.trunk.state_dict().items()})
+                               for k, v in module.trunk.state_dict().items()})
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -238,14 +240,24 @@ class ReinBackbone(BaseModule):
         for i, blk in enumerate(self.trunk.blocks[:self.out_indices[-1] + 1]):
             tokens = self.reins(self.trunk.apply_block(blk, tokens, grid), i, n)
             if i in self.out_indices:
-                patches = tokens[:, n:]
-                feats.append(patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid))
-        if self.feat_scales is not None:
-            # scale_factor (not size), as the official code: the sampling grid depends on it.
-            feats = [f if s == 1 else F.interpolate(f, scale_factor=s, mode='bilinear',
-                                                    align_corners=False)
-                     for f, s in zip(feats, self.feat_scales)]
+                feats.append(patch_map(tokens, n, grid))
+        feats = rescale(feats, self.feat_scales)
         if self.reins.link_token_to_query:
             return feats, self.reins.link_queries()
         return tuple(feats)
 
+
+def patch_map(tokens: torch.Tensor, num_prefix_tokens: int, grid: Tuple[int, int]) -> torch.Tensor:
+    """Un-normed patch tokens (B, N, D) as a map (B, D, h, w), as Rein's backbones return them."""
+    patches = tokens[:, num_prefix_tokens:]
+    return patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)
+
+
+def rescale(feats: List[torch.Tensor], scales: Optional[Sequence[float]]) -> List[torch.Tensor]:
+    """Resize each map by its factor (bilinear), as the official DINOv2 backbone of Rein."""
+    if scales is None:
+        return feats
+    # scale_factor (not size), as the official code: the sampling grid depends on it.
+    return [f if s == 1 else F.interpolate(f, scale_factor=s, mode='bilinear',
+                                           align_corners=False)
+            for f, s in zip(feats, scales)]
