@@ -17,8 +17,8 @@ CLASSES = tuple(f'c{i}' for i in range(3))
 
 
 def sample(path, pred, gt):
-    return dict(seg_map_path=path, pred_sem_seg=dict(data=torch.tensor(pred)[None]),
-                gt_sem_seg=dict(data=torch.tensor(gt)[None]))
+    return dict(seg_map_path=path, pred_sem_seg=dict(data=pred[None]),
+                gt_sem_seg=dict(data=gt[None]))
 
 
 def test_each_domain_gets_the_iou_of_its_own_samples():

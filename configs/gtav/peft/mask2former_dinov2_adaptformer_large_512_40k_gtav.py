@@ -1,4 +1,5 @@
 # PEFT baseline of Rein's table, GTAV -> Cityscapes / BDD100K / Mapillary, crop 512.
+# (adapter: _delete_ because the base's is None, the frozen trunk.)
 # AdaptFormer, bottleneck 64, scale 0.1: Rein's table, 3.17M.
 # DINOv2-L/16 (frozen) + Mask2Former; data, schedule and optimizer as the Rein config beside it
 # (../rein/mask2former_dinov2_rein_large_512_40k_gtav.py). Total batch 4 x 1 GPU, 40k iters.
@@ -7,5 +8,5 @@ _base_ = [
     '../../_base_/datasets/rein_gta2citys_bdd_map_512.py',
     '../../_base_/default_runtime.py', '../../_base_/schedules/rein_40k.py'
 ]
-model = dict(backbone=dict(adapter=dict(type='AdaptFormerAdapter', bottleneck=64, scale=0.1)))
+model = dict(backbone=dict(adapter=dict(_delete_=True, type='AdaptFormerAdapter', bottleneck=64, scale=0.1)))
 randomness = dict(seed=42)

@@ -1,4 +1,5 @@
 # PEFT baseline of Rein's table, GTAV -> Cityscapes / BDD100K / Mapillary, crop 512.
+# (adapter: _delete_ because the base's is None, the frozen trunk.)
 # LoRA (peft), rank 8 on every block's qkv: Rein's table, 0.79M.
 # DINOv2-L/16 (frozen) + Mask2Former; data, schedule and optimizer as the Rein config beside it
 # (../rein/mask2former_dinov2_rein_large_512_40k_gtav.py). Total batch 4 x 1 GPU, 40k iters.
@@ -9,5 +10,6 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        adapter=dict(type='LoRAAdapter', r=8, lora_alpha=8, target_modules=['qkv'])))
+        adapter=dict(
+            _delete_=True, type='LoRAAdapter', r=8, lora_alpha=8, target_modules=['qkv'])))
 randomness = dict(seed=42)
