@@ -136,3 +136,66 @@ def test_checkpoint_of_another_token_length_or_trunk_is_refused(official_ckpt):
     cfg.model.decode_head.in_channels = [768] * 4
     with pytest.raises(ValueError, match='another trunk size'):
         init_model(cfg, official_ckpt, device='cpu')
+
+
+def test_reins_and_head_checkpoint_takes_the_trunk_from_its_pretrained_file(
+        official_ckpt, official_model, golden, tmp_path):
+    """The official releases hold reins + head only; the trunk comes from DINOv2 weights."""
+    sd = torch.load(official_ckpt, weights_only=True)['state_dict']
+    trunk = {k[len('backbone.'):]: v for k, v in sd.items()
+             if k.startswith('backbone.') and not k.startswith('backbone.reins.')}
+    torch.save(trunk, tmp_path / 'dinov2_small_16.pth')
+    torch.save({'state_dict': {k: v for k, v in sd.items() if k[len('backbone.'):] not in trunk}},
+               tmp_path / 'rein_head.pth')
+    cfg = Config.fromfile(CONFIG)
+    cfg.model.backbone.trunk.pretrained = str(tmp_path / 'dinov2_small_16.pth')
+    model = init_model(cfg, str(tmp_path / 'rein_head.pth'), device='cpu').eval()
+    x, metas = golden['inputs'][1], golden['img_metas'][1]
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_decode(x, metas),
+                                   official_model.encode_decode(x, metas))
+
+
+def test_patch14_weights_load_into_a_patch16_trunk_as_reins_conversion(tmp_path, repo_dir):
+    from mmseg_custom.models.backbones import DINOv2
+    torch.manual_seed(0)
+    src = DINOv2(arch=dict(embed_dims=32, depth=1, num_heads=2))  # patch 14, 37 x 37 grid
+    src._random_init()
+    sd = src.state_dict()
+    torch.save(sd, tmp_path / 'p14.pth')
+    trunk = DINOv2(arch=dict(embed_dims=32, depth=1, num_heads=2), patch_size=16, img_size=512,
+                   pretrained=str(tmp_path / 'p14.pth'))
+    trunk.init_weights()
+    # Rein's convert_dinov2_large_512x512.py, at this width.
+    pos = torch.cat((sd['pos_embed'][:, :1], torch.nn.functional.interpolate(
+        sd['pos_embed'][:, 1:].reshape(1, 37, 37, 32).permute(0, 3, 1, 2), size=(32, 32),
+        mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, 1024, 32)), dim=1)
+    kernel = torch.nn.functional.interpolate(sd['patch_embed.proj.weight'], size=(16, 16),
+                                             mode='bicubic', align_corners=False)
+    assert torch.equal(trunk.pos_embed, pos)
+    assert torch.equal(trunk.patch_embed.proj.weight, kernel)
+    # The tool writes the same weights once.
+    subprocess.run([sys.executable, osp.join(repo_dir, 'tools', 'convert_dinov2_patch16.py'),
+                    str(tmp_path / 'p14.pth'), str(tmp_path / 'p16.pth')], check=True,
+                   cwd=repo_dir, stdout=subprocess.DEVNULL)
+    converted = torch.load(tmp_path / 'p16.pth', weights_only=True)
+    assert torch.equal(converted['pos_embed'], pos)
+    assert torch.equal(converted['patch_embed.proj.weight'], kernel)
+
+
+def test_peft_optimizer_constructor_as_reins():
+    from mmengine.optim import build_optim_wrapper
+    model = _tiny_model(token_length=10)
+    cfg = Config.fromfile(CONFIG)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    groups = optim.optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_optim = {names[id(p)]: g for g in groups for p in g['params']}
+    assert set(in_optim) == {n for n, p in model.named_parameters() if p.requires_grad}
+    # Rein's paramwise_cfg: no decay on norms (by name, or GroupNorm by type), embeddings,
+    # tokens and the scale.
+    for name, group in in_optim.items():
+        no_decay = any(k in name for k in ('norm', '.gn.', 'level_embed', 'learnable_tokens',
+                                           'reins.scale'))
+        assert group['weight_decay'] == (0.0 if no_decay else 0.05), name
+        assert group['lr'] == 1e-4
