@@ -141,12 +141,13 @@ def test_checkpoint_of_another_token_length_or_trunk_is_refused(official_ckpt):
 def test_reins_and_head_checkpoint_takes_the_trunk_from_its_pretrained_file(
         official_ckpt, official_model, golden, tmp_path):
     """The official releases hold reins + head only; the trunk comes from DINOv2 weights."""
-    sd = torch.load(official_ckpt, weights_only=True)['state_dict']
+    ckpt = torch.load(official_ckpt, weights_only=True)
+    sd = ckpt['state_dict']
     trunk = {k[len('backbone.'):]: v for k, v in sd.items()
              if k.startswith('backbone.') and not k.startswith('backbone.reins.')}
     torch.save(trunk, tmp_path / 'dinov2_small_16.pth')
-    torch.save({'state_dict': {k: v for k, v in sd.items() if k[len('backbone.'):] not in trunk}},
-               tmp_path / 'rein_head.pth')
+    torch.save({'state_dict': {k: v for k, v in sd.items() if k[len('backbone.'):] not in trunk},
+                'meta': ckpt['meta']}, tmp_path / 'rein_head.pth')
     cfg = Config.fromfile(CONFIG)
     cfg.model.backbone.trunk.pretrained = str(tmp_path / 'dinov2_small_16.pth')
     model = init_model(cfg, str(tmp_path / 'rein_head.pth'), device='cpu').eval()
