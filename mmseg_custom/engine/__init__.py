@@ -15,5 +15,6 @@ from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 __all__ = [
     'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError',
     'FrozenAwareOptimWrapperConstructor', 'PEFTOptimWrapperConstructor', 'PortableRunner',
-    'allow_mmengine_checkpoint_globals', 'load_from_local', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+    'allow_mmengine_checkpoint_globals', 'load_from_local', 'revert_sync_bn_if_unsupported',
+    'sync_bn_can_run'
 ]

@@ -86,14 +86,15 @@ def test_rein_large_count_is_the_papers():
     assert round(groups['backbone.reins']['trainable'] / 1e6, 2) == 2.99  # paper, Table 1
 
 
-def _tiny_model(**reins):
+def _tiny_model(num_queries=None, **reins):
     init_default_scope('mmseg')
     cfg = Config.fromfile(CONFIG)
     cfg.model.backbone.trunk.arch = dict(embed_dims=64, depth=4, num_heads=2, ffn_type='mlp')
     cfg.model.backbone.out_indices = [0, 1, 2, 3]
     cfg.model.backbone.reins.update(reins)
     cfg.model.decode_head.in_channels = [64] * 4
-    cfg.model.decode_head.num_queries = cfg.model.backbone.reins.get('token_length', 100)
+    cfg.model.decode_head.num_queries = num_queries or cfg.model.backbone.reins.get(
+        'token_length', 100)
     return MODELS.build(cfg.model)
 
 
@@ -124,6 +125,13 @@ def test_reins_contradicting_the_trunk_is_one_error():
         _tiny_model(num_layers=12)
     with pytest.raises(ValueError, match=r"embed_dims.*contradict the trunk"):
         _tiny_model(embed_dims=384)
+
+
+def test_head_refuses_queries_not_linked_to_its_num_queries():
+    model = _tiny_model(num_queries=12, token_length=10).eval()
+    metas = [dict(img_shape=(32, 32), pad_shape=(32, 32), ori_shape=(32, 32))]
+    with pytest.raises(ValueError, match=r'queries of shape \(10, 256\).*\(12, 256\)'):
+        model.encode_decode(torch.randn(1, 3, 32, 32), metas)
 
 
 def test_checkpoint_of_another_token_length_or_trunk_is_refused(official_ckpt):

@@ -8,5 +8,7 @@ _base_ = [
     '../../_base_/datasets/rein_gta2citys_bdd_map_512.py',
     '../../_base_/default_runtime.py', '../../_base_/schedules/rein_40k.py'
 ]
-model = dict(backbone=dict(adapter=dict(_delete_=True, type='AdaptFormerAdapter', bottleneck=64, scale=0.1)))
+model = dict(
+    backbone=dict(
+        adapter=dict(_delete_=True, type='AdaptFormerAdapter', bottleneck=64, scale=0.1)))
 randomness = dict(seed=42)

@@ -12,7 +12,7 @@ class ReinMask2FormerHead(Mask2FormerHead):
     """mmseg's ``Mask2FormerHead`` fed with the queries that ``ReinBackbone`` links to its tokens
     (official ``rein/models/heads/rein_mask2former.py``).
 
-    Input: ``(feats, queries)`` with ``queries`` (num_queries, feat_channels) or (B, ...). The
+    Input: ``(feats, queries)`` with ``queries`` (num_queries, feat_channels). The
     queries replace the learned positional query embedding (``query_embed`` is removed); with
     ``replace_query_feat`` they also give the initial query features through ``querys2feat``
     (a Linear), instead of the learned ``query_feat``. Parameter names match the official ones.
@@ -26,10 +26,11 @@ class ReinMask2FormerHead(Mask2FormerHead):
     def __init__(self, replace_query_feat: bool = False, **kwargs):
         super().__init__(**kwargs)
         del self.query_embed
+        self.query_dims = kwargs['feat_channels']
         self.replace_query_feat = replace_query_feat
         if replace_query_feat:
             del self.query_feat
-            self.querys2feat = nn.Linear(kwargs['feat_channels'], kwargs['feat_channels'])
+            self.querys2feat = nn.Linear(self.query_dims, self.query_dims)
 
     def forward(self, x, batch_data_samples):
         if not (isinstance(x, (tuple, list)) and len(x) == 2 and torch.is_tensor(x[1])):
@@ -37,8 +38,10 @@ class ReinMask2FormerHead(Mask2FormerHead):
                             'reins=dict(link_token_to_query=True, ...); got '
                             f'{type(x).__name__} of {len(x)} items')
         feats, queries = x
-        if queries.ndim == 3:  # per-image queries: mmdet repeats a (num_queries, C) weight
-            raise ValueError('ReinMask2FormerHead: per-image queries are not supported')
+        if tuple(queries.shape) != (self.num_queries, self.query_dims):
+            raise ValueError(f'ReinMask2FormerHead: queries of shape {tuple(queries.shape)}, '
+                             f'expected (num_queries, feat_channels) = ({self.num_queries}, '
+                             f'{self.query_dims}): set the reins token_length to num_queries')
         query_feat = (self.querys2feat(queries) if self.replace_query_feat
                       else self.query_feat.weight)
         # mmdet's forward reads its queries from self.query_feat.weight / self.query_embed.weight;
