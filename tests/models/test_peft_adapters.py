@@ -88,3 +88,8 @@ def test_counts_on_dinov2_large_are_reins_table(name, repo_dir):
     groups = count_params(build_on_meta(cfg))
     in_backbone = sum(g['trainable'] for k, g in groups.items() if k.startswith('backbone'))
     assert round(in_backbone / 1e6, 2) == PAPER[name]
+
+
+def test_adapter_sizes_contradicting_the_trunk_are_one_error():
+    with pytest.raises(ValueError, match='embed_dims=32 contradicts the trunk'):
+        build(dict(type='VPTDeep', embed_dims=32))

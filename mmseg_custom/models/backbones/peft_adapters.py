@@ -6,6 +6,7 @@ the trunk interface of ``dinov2.py``: it may change modules of the trunk when bu
 wraps each ``apply_block`` call (VPT, AdaptFormer). Defaults give Rein's counts on DINOv2-L
 (LoRA 0.79M, AdaptFormer 3.17M, VPT 3.69M).
 """
+import inspect
 import math
 from typing import Callable, List, Optional, Sequence
 
@@ -129,8 +130,7 @@ class AdaptFormerAdapter(_Adapter):
         scale (float): Output scale. Default 0.1.
     """
 
-    def __init__(self, num_layers: int, embed_dims: int, patch_size: int = 0,
-                 bottleneck: int = 64, scale: float = 0.1, init_cfg: Optional[dict] = None):
+    def __init__(self, num_layers: int, embed_dims: int, bottleneck: int = 64, scale: float = 0.1, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.scale = scale
         self.down = nn.ModuleList(nn.Linear(embed_dims, bottleneck) for _ in range(num_layers))
@@ -169,11 +169,14 @@ class PEFTBackbone(BaseModule):
         if adapter is None:
             self.adapter = _Adapter()  # the frozen trunk
         else:
+            # The trunk's sizes, for the adapters that take them (VPT, AdaptFormer).
             adapter = dict(adapter)
-            if adapter.get('type') in ('VPTDeep', 'AdaptFormerAdapter'):
-                adapter.update(num_layers=self.trunk.num_layers,
-                               embed_dims=self.trunk.embed_dims,
-                               patch_size=self.trunk.patch_size)
+            accepted = inspect.signature(MODELS.get(adapter['type'])).parameters
+            for key in ('num_layers', 'embed_dims', 'patch_size'):
+                value = getattr(self.trunk, key)
+                if key in accepted and adapter.setdefault(key, value) != value:
+                    raise ValueError(f'PEFTBackbone: adapter {key}={adapter[key]} contradicts '
+                                     f'the trunk ({value}); leave it out of the config')
             self.adapter = MODELS.build(adapter)
         self.adapter.attach(self.trunk)
         for name, p in self.trunk.named_parameters():
