@@ -93,3 +93,10 @@ def test_counts_on_dinov2_large_are_reins_table(name, repo_dir):
 def test_adapter_sizes_contradicting_the_trunk_are_one_error():
     with pytest.raises(ValueError, match='embed_dims=32 contradicts the trunk'):
         build(dict(type='VPTDeep', embed_dims=32))
+
+
+def test_trunk_random_init_leaves_lora_at_its_identity_start():
+    model = build(ADAPTERS['lora'])
+    model.init_weights()  # no pretrained file: the trunk draws its weights, LoRA B stays 0
+    lora_b = [p for n, p in model.named_parameters() if '.lora_B.' in n]
+    assert lora_b and all(torch.count_nonzero(p) == 0 for p in lora_b)

@@ -214,7 +214,8 @@ class DINOv2(BaseModule):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # adapters injected into the trunk (LoRA) have none
+                    nn.init.zeros_(m.bias)
 
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """Position embedding for an h x w patch grid, as the official implementation computes it."""

@@ -32,6 +32,9 @@ class _Adapter(BaseModule):
         """Whether a parameter of the trunk (after ``attach``) belongs to the adapter."""
         return False
 
+    def reset(self, trunk: nn.Module) -> None:
+        """Re-initialise adapter parts living in the trunk, after the trunk's own init."""
+
     def forward_block(self, i: int, block: BlockFn, tokens: torch.Tensor,
                       num_prefix_tokens: int) -> torch.Tensor:
         return block(tokens)
@@ -68,6 +71,13 @@ class LoRAAdapter(_Adapter):
 
     def is_trunk_adapter_param(self, name: str) -> bool:
         return '.lora_' in name
+
+    def reset(self, trunk: nn.Module) -> None:
+        # A trunk's random init (no pretrained file) also draws the LoRA matrices: back to
+        # peft's init (B = 0, training starts at the trunk).
+        for m in trunk.modules():
+            if hasattr(m, 'base_layer'):
+                m.reset_lora_parameters('default', True)
 
 
 class _LoRAKeys:
@@ -188,6 +198,10 @@ class PEFTBackbone(BaseModule):
             raise ValueError(f'feat_scales {list(feat_scales)} must give one factor per output '
                              f'block {self.out_indices}')
         self.feat_scales = None if feat_scales is None else list(feat_scales)
+
+    def init_weights(self):
+        super().init_weights()
+        self.adapter.reset(self.trunk)
 
     def train(self, mode: bool = True):
         super().train(mode)
