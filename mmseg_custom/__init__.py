@@ -3,6 +3,6 @@
 Importing this package (``custom_imports=dict(imports=['mmseg_custom'])``) registers its models,
 datasets and hooks in mmseg's registries.
 """
-from . import datasets, engine, models, ops, utils  # noqa: F401 (registers modules)
+from . import datasets, engine, evaluation, models, ops, utils  # noqa: F401 (registers modules)
 
 __version__ = '0.1.0'

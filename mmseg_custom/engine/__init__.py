@@ -11,12 +11,14 @@ from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_che
                          load_state_dict_exactly, remove_unfinished_writes)
 from .checkpoint_hook import SafeCheckpointHook
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
+from .peft_optim_constructor import PEFTOptimWrapperConstructor
 from .runner import PortableRunner, close_process_group
 from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
     'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError',
-    'FrozenAwareOptimWrapperConstructor', 'PortableRunner', 'SafeCheckpointHook',
+    'FrozenAwareOptimWrapperConstructor', 'PEFTOptimWrapperConstructor', 'PortableRunner',
+    'SafeCheckpointHook',
     'allow_mmengine_checkpoint_globals', 'close_process_group', 'latest_checkpoint',
     'load_checkpoint_exactly', 'load_from_local', 'load_state_dict_exactly',
     'remove_unfinished_writes', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'

@@ -28,8 +28,9 @@ def test_dataset_pipelines_parse(repo_dir):
         assert cfg.custom_imports['imports'][0] == 'mmseg_custom', path
         for split in ('train', 'val', 'test'):
             loader = cfg.get(f'{split}_dataloader')
-            if loader:
-                Compose(loader.dataset.pipeline)  # builds every transform
+            if loader:  # a ConcatDataset (per-domain validation) has one pipeline per part
+                for dataset in loader.dataset.get('datasets', [loader.dataset]):
+                    Compose(dataset.pipeline)  # builds every transform
 
 
 def test_scripts_name_existing_configs(repo_dir):

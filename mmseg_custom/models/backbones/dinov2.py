@@ -21,6 +21,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmseg.registry import MODELS
 from torch.profiler import record_function
 
+from ..patch_resample import resample_patch_and_grid
 from ..weights import load_dinov2_weights
 
 ARCHS = {
@@ -193,7 +194,10 @@ class DINOv2(BaseModule):
             if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
                 self._random_init()
             return
-        state_dict = load_dinov2_weights(self.pretrained)
+        # Weights of another patch size / grid (patch 14 for a patch-16 trunk, as Rein's):
+        # resampled as Rein's conversion does.
+        state_dict = resample_patch_and_grid(load_dinov2_weights(self.pretrained),
+                                             self.patch_size, self.pos_embed.shape[1] - 1)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         # mask_token is absent from some exports and unused here; anything else is a real mismatch.
         missing = [k for k in missing if k != 'mask_token']
@@ -211,7 +215,8 @@ class DINOv2(BaseModule):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # adapters injected into the trunk (LoRA) have none
+                    nn.init.zeros_(m.bias)
 
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """Position embedding for an h x w patch grid, as the official implementation computes it."""

@@ -1,0 +1,20 @@
+# PEFT baseline of Rein's table, GTAV -> Cityscapes / BDD100K / Mapillary, crop 512.
+# (adapter: _delete_ because the base's is None, the frozen trunk.)
+# LoRA (peft), rank 8 on every block's qkv: Rein's table, 0.79M.
+# DINOv2-L/16 (frozen) + Mask2Former; data, schedule and optimizer as the Rein config beside it
+# (../rein/mask2former_dinov2_rein_large_512_40k_gtav.py). Total batch 4 x 1 GPU, 40k iters.
+_base_ = [
+    '../../_base_/models/dinov2_mask2former_512.py',
+    '../../_base_/datasets/rein_gta2citys_bdd_map_512.py',
+    '../../_base_/default_runtime.py', '../../_base_/schedules/rein_40k.py'
+]
+# The Mask2Former parts need mmdet: registered only for the configs that use them.
+custom_imports = dict(
+    imports=['mmseg_custom',
+             'mmseg_custom.models.decode_heads.mask2former_pixel_decoder'],
+    allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        adapter=dict(
+            _delete_=True, type='LoRAAdapter', r=8, lora_alpha=8, target_modules=['qkv'])))
+randomness = dict(seed=42)
