@@ -198,7 +198,32 @@ def test_policy_grid_matches_superpatch_grid():
     with torch.no_grad():
         assert policy(inp).shape == (1, 2, 18, 18)
     x16 = torch.randn(1, 3, 64, 96)  # patch 16: superpatches are the policy's own 32 px cells
-    assert policy_input(x16, (2, 3), patch_size=16) is x16
+    assert torch.equal(policy_input(x16, (2, 3), patch_size=16), x16)
+
+
+def test_fast_policy_equals_the_policy_and_follows_its_weights():
+    sharing = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet')))
+    g = torch.Generator().manual_seed(0)
+
+    def randomize_bn(policy):
+        with torch.no_grad():  # BN statistics far from identity, so folding matters
+            for name, t in list(policy.named_parameters()) + list(policy.named_buffers()):
+                if 'bn' in name and t.is_floating_point():
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith(
+                        ('running_var', 'weight')) else torch.randn(t.shape, generator=g) * 0.2)
+
+    randomize_bn(sharing.policy)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = sharing.policy(x)
+        assert torch.allclose(sharing.run_policy(x), ref, atol=1e-4, rtol=1e-4)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d)
+                       for m in sharing._fast_policy[0].modules())
+        assert set(sharing.state_dict()) == {'policy.' + k for k in sharing.policy.state_dict()}
+        other = MODELS.build(dict(type='CTSPolicyNet'))
+        randomize_bn(other)
+        sharing.load_state_dict({'policy.' + k: v for k, v in other.state_dict().items()})
+        assert torch.allclose(sharing.run_policy(x), other.eval()(x), atol=1e-4, rtol=1e-4)
 
 
 def test_gradients_reach_exactly_the_trainable_parts():

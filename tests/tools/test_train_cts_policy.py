@@ -32,8 +32,13 @@ def write_data(root, size=56, count=3):
 
 
 def options(root):
-    return {'train_dataloader.dataset.data_root': str(root),
-            'val_dataloader.dataset.data_root': str(root)}
+    """The demo CTS config on this data: mmseg's plain dataset class, PNG images."""
+    opts = {}
+    for split in ('train', 'val'):
+        key = f'{split}_dataloader.dataset.'
+        opts.update({key + 'type': 'BaseSegDataset', key + 'data_root': str(root),
+                     key + 'img_suffix': '.png', key + 'seg_map_suffix': '.png'})
+    return opts
 
 
 def test_trains_and_writes_a_policy_the_model_loads(tmp_path):
@@ -41,8 +46,10 @@ def test_trains_and_writes_a_policy_the_model_loads(tmp_path):
     out = tmp_path / 'policy' / 'p.pth'
     stats = train_policy(CONFIG, str(out), iters=2, batch_size=2, val_images=2,
                          cfg_options=options(tmp_path / 'data'), log=lambda *a: None)
-    # 112 px crops (the demo pads to 112): 8x8 patches of 14 px, 4x4 superpatches per image.
-    assert stats['val_superpatches'] == 2 * 16 and stats['patch_size'] == 14
+    # Val images at their 56 px: 4x4 patches of 14 px, 2x2 superpatches each. Image 0 splits
+    # at column 28, a superpatch border (4 one-class); image 1 at 29 (its right 2 hold both).
+    assert stats['val_superpatches'] == 2 * 4 and stats['patch_size'] == 14
+    assert stats['val_positive'] == 100 * 6 / 8
     policy = MODELS.build(dict(type='CTSPolicyNet', pretrained=str(out)))
     policy.init_weights()
     saved = torch.load(out, weights_only=True)['state_dict']
@@ -55,9 +62,10 @@ def test_refuses_a_label_it_cannot_read_naming_the_file(tmp_path):
     bad.write_bytes(b'not a png')
     proc = subprocess.run(
         [sys.executable, TOOL, CONFIG, '--out', str(tmp_path / 'p.pth'), '--iters', '1',
-         '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path / "data"}'],
+         '--cfg-options', *[f'{k}={v}' for k, v in options(tmp_path / 'data').items()]],
         cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1'))
+        env=dict(os.environ, OMP_NUM_THREADS='1',
+                 PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')])))
     assert proc.returncode != 0
     assert f'cannot read label map {bad}' in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / 'p.pth').exists()
