@@ -274,13 +274,18 @@ def measure_cts(config, reductions, args):
                 model.backbone.frozen_features(x)
         sync(args.device)
 
+    # CPU seconds of this process too: on a machine shared with other work they vary far less
+    # than wall time (which counts the time other processes hold the cores).
     times = {(i, whole): [] for i in range(len(settings)) for whole in (False, True)}
+    cpu = {key: [] for key in times}
     for _ in range(args.warmup):
         for key in times:
             run(*key)
     for _ in range(args.iters):
         for key in times:
+            start = time.process_time()
             times[key].append(timed(lambda: run(*key)))
+            cpu[key].append(time.process_time() - start)
     rows = []
     for i, (name, model, reduction) in enumerate(settings):
         if reduction is None:
@@ -291,20 +296,23 @@ def measure_cts(config, reductions, args):
                 tokens = model.backbone.token_sharing(model.backbone.trunk, x)[0].shape[1]
         rows.append(dict(setting=name, reduction=reduction, tokens=tokens,
                          trunk_img_s=args.batch / statistics.median(times[(i, False)]),
-                         model_img_s=args.batch / statistics.median(times[(i, True)])))
+                         model_img_s=args.batch / statistics.median(times[(i, True)]),
+                         trunk_img_cpu_s=args.batch / statistics.median(cpu[(i, False)]),
+                         model_img_cpu_s=args.batch / statistics.median(cpu[(i, True)])))
     return rows
 
 
 def print_cts_table(config, rows):
     ref = rows[0]
-    print(f'\n{os.path.basename(config)}: inference images/s (median)')
-    print(f'{"setting":<14}{"tokens":>8}{"trunk img/s":>13}{"x no CTS":>10}'
-          f'{"model img/s":>13}{"x no CTS":>10}')
+    print(f'\n{os.path.basename(config)}: inference images per second of wall time and per '
+          'CPU-second of this process (medians)')
+    cols = [('trunk img/s', 'trunk_img_s'), ('model img/s', 'model_img_s'),
+            ('trunk img/CPU-s', 'trunk_img_cpu_s'), ('model img/CPU-s', 'model_img_cpu_s')]
+    print(f'{"setting":<14}{"tokens":>8}' + ''.join(f'{c:>17}{"x no CTS":>10}' for c, _ in cols))
     for r in rows:
         tokens = '' if r['tokens'] is None else str(r['tokens'])
-        print(f'{r["setting"]:<14}{tokens:>8}{r["trunk_img_s"]:>13.3f}'
-              f'{r["trunk_img_s"] / ref["trunk_img_s"]:>10.2f}{r["model_img_s"]:>13.3f}'
-              f'{r["model_img_s"] / ref["model_img_s"]:>10.2f}')
+        print(f'{r["setting"]:<14}{tokens:>8}' + ''.join(
+            f'{r[k]:>17.3f}{r[k] / ref[k]:>10.2f}' for _, k in cols))
 
 
 def print_table(results):

@@ -224,6 +224,9 @@ def test_fast_policy_equals_the_policy_and_follows_its_weights():
         randomize_bn(other)
         sharing.load_state_dict({'policy.' + k: v for k, v in other.state_dict().items()})
         assert torch.allclose(sharing.run_policy(x), other.eval()(x), atol=1e-4, rtol=1e-4)
+        randomize_bn(other)  # loaded through the policy's own init_weights path
+        sharing.policy.load_state_dict(other.state_dict())
+        assert torch.allclose(sharing.run_policy(x), other(x), atol=1e-4, rtol=1e-4)
 
 
 def test_gradients_reach_exactly_the_trainable_parts():
@@ -275,3 +278,35 @@ def test_policy_weights_load_and_missing_file_is_a_clear_error(tmp_path):
                                                                 pretrained=str(missing))))
     with pytest.raises(FileNotFoundError, match='train_cts_policy.py'):
         model.init_weights()
+
+
+@pytest.mark.parametrize('config', [
+    'ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py',
+    'cityscapes/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_896_40k_cityscapes.py'])
+def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tmp_path):
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from mmseg_custom.utils.preflight import preflight
+    cfg = Config.fromfile(osp.join(repo_dir, 'configs', config))
+    sharing = cfg.model.backbone.token_sharing
+    assert sharing.reduction == 0.3 and sharing.policy.pretrained.startswith('checkpoints/')
+    cfg.model.backbone.trunk.pretrained = None
+    cfg.model.backbone.token_sharing.policy.pretrained = str(tmp_path / 'missing.pth')
+    with pytest.raises(FileNotFoundError, match='missing.pth.*train_cts_policy.py'):
+        preflight(cfg, splits=())
+    cfg.model.backbone.token_sharing.policy.pretrained = None
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    model.train()
+    lengths = []
+    model.backbone.task_head[0].register_forward_hook(lambda m, i, o: lengths.append(o.shape[1]))
+    x = torch.randn(1, 3, 112, 140)  # 8x10 patches: ceil(0.3 * 80 / 3) = 8 superpatches shared
+    samples = [SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 19, (1, 112, 140))))]
+    loss = model.loss(x, samples)['decode.loss_ce']
+    loss.backward()
+    assert torch.isfinite(loss) and lengths == [1 + 80 - 3 * 8]

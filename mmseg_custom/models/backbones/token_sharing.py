@@ -250,7 +250,8 @@ class TokenSharing(BaseModule):
         self.eval()
         # Inference copy of the frozen policy (a tuple, so not a submodule: no state_dict keys).
         self._fast_policy = None
-        self.register_load_state_dict_post_hook(lambda module, keys: module._drop_fast_policy())
+        # On the policy itself: fires whether its weights are loaded through it or a parent.
+        self.policy.register_load_state_dict_post_hook(lambda *_: self._drop_fast_policy())
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: BN statistics of the policy stay as trained
