@@ -13,7 +13,10 @@ Per config (random weights, random images and labels, the config's own optimizer
   (default: the training ``--batch``);
 * where the training time goes (trunk, task head, prior head + fusion, decode head, loss,
   backward, optimizer), from ``torch.profiler`` ranges;
-* with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image.
+* with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image;
+* with ``--cts 0,0.15,0.3,0.45``: instead of the above, inference images/s of the frozen trunk
+  (policy included) and of the whole model at each token-sharing reduction, against the same
+  model built without the CTS code path (``measure_cts``).
 Ratios against the first config are printed, so put the reference (e.g. full fine-tuning) first.
 """
 import argparse
@@ -248,6 +251,83 @@ def measure_slide(model, args, amp):
                 slide_max_abs_diff=(logits['mmseg'] - logits['batched']).abs().max().item())
 
 
+def measure_cts(config, reductions, args):
+    """Inference images/s of the trunk pass (tokenize with the policy, frozen blocks, maps) and of
+    the whole model, without the CTS code path and at each reduction, interleaved."""
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    drop_pretrained(cfg.model)
+    sharing = cfg.model.backbone.pop('token_sharing', None) or dict(
+        type='TokenSharing', policy=dict(type='CTSPolicyNet'))
+    sharing['policy']['pretrained'] = None  # random policy: same compute, other choices
+    torch.manual_seed(0)
+    plain = MODELS.build(cfg.model)
+    plain.init_weights()
+    cfg.model.backbone.token_sharing = dict(sharing, reduction=0.0)
+    cts = MODELS.build(cfg.model)
+    cts.init_weights()
+    cts.load_state_dict(plain.state_dict(), strict=False)  # same trunk and heads
+    x, _ = make_batch(cfg, args.batch, args.crop, args.device)
+    metas = [dict(img_shape=(args.crop, args.crop))] * args.batch
+    settings = [('no CTS code', plain, None)] + [(f'CTS {100 * r:.0f} %', cts, r)
+                                                 for r in reductions]
+    models = []
+    for _, model, _ in settings:
+        model = revert_sync_batchnorm(model).to(args.device).eval()
+        models.append(model)
+
+    def run(i, whole):
+        model, reduction = models[i], settings[i][2]
+        if reduction is not None:
+            model.backbone.token_sharing.reduction = reduction
+        with torch.no_grad():
+            if whole:
+                model.encode_decode(x, metas)
+            else:
+                model.backbone.frozen_features(x)
+        sync(args.device)
+
+    # CPU seconds of this process too: on a machine shared with other work they vary far less
+    # than wall time (which counts the time other processes hold the cores).
+    times = {(i, whole): [] for i in range(len(settings)) for whole in (False, True)}
+    cpu = {key: [] for key in times}
+    for _ in range(args.warmup):
+        for key in times:
+            run(*key)
+    for _ in range(args.iters):
+        for key in times:
+            start = time.process_time()
+            times[key].append(timed(lambda: run(*key)))
+            cpu[key].append(time.process_time() - start)
+    rows = []
+    for i, (name, model, reduction) in enumerate(settings):
+        if reduction is None:
+            tokens = None
+        else:
+            model.backbone.token_sharing.reduction = reduction
+            with torch.no_grad():
+                tokens = model.backbone.token_sharing(model.backbone.trunk, x)[0].shape[1]
+        rows.append(dict(setting=name, reduction=reduction, tokens=tokens,
+                         trunk_img_s=args.batch / statistics.median(times[(i, False)]),
+                         model_img_s=args.batch / statistics.median(times[(i, True)]),
+                         trunk_img_cpu_s=args.batch / statistics.median(cpu[(i, False)]),
+                         model_img_cpu_s=args.batch / statistics.median(cpu[(i, True)])))
+    return rows
+
+
+def print_cts_table(config, rows):
+    ref = rows[0]
+    print(f'\n{os.path.basename(config)}: inference images per second of wall time and per '
+          'CPU-second of this process (medians)')
+    cols = [('trunk img/s', 'trunk_img_s'), ('model img/s', 'model_img_s'),
+            ('trunk img/CPU-s', 'trunk_img_cpu_s'), ('model img/CPU-s', 'model_img_cpu_s')]
+    print(f'{"setting":<14}{"tokens":>8}' + ''.join(f'{c:>17}{"x no CTS":>10}' for c, _ in cols))
+    for r in rows:
+        tokens = '' if r['tokens'] is None else str(r['tokens'])
+        print(f'{r["setting"]:<14}{tokens:>8}' + ''.join(
+            f'{r[k]:>17.3f}{r[k] / ref[k]:>10.2f}' for _, k in cols))
+
+
 def print_table(results):
     ref = results[0]
     batches = list(ref['infer_img_s_by_batch'])
@@ -289,6 +369,9 @@ def main():
     parser.add_argument('--slide', action='store_true', help='also time slide inference')
     parser.add_argument('--threads', type=int, default=0, help='torch threads on CPU (0: default)')
     parser.add_argument('--json', help='write all figures here')
+    parser.add_argument('--cts', metavar='R,R,...',
+                        help='token-sharing reductions to time for inference (e.g. '
+                        '0,0.15,0.3,0.45) instead of the training benchmark')
     parser.add_argument('--one', help=argparse.SUPPRESS)  # child process: measure one config
     args = parser.parse_args()
     args.infer_batch = args.infer_batch or [args.batch]
@@ -296,6 +379,17 @@ def main():
         torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(measure_alone(args.one, args)))
+        return
+    if args.cts:
+        reductions = [float(r) for r in args.cts.split(',')]
+        print(f'{torch.__version__}, {args.device}, batch {args.batch}, crop {args.crop}, '
+              f'threads {torch.get_num_threads()}, random weights')
+        results = {c: measure_cts(c, reductions, args) for c in args.configs}
+        for config, rows in results.items():
+            print_cts_table(config, rows)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(results, f, indent=1)
         return
     results = []
     for config in args.configs:

@@ -1,6 +1,7 @@
 """Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/demo_shapes] [--iters N]
+    python tools/demo.py --cts [--policy-iters N]   # with content-aware token sharing (30 %)
 
 1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
    random colours, so shape and texture decide) unless it is already there;
@@ -9,6 +10,10 @@
    prints the per-class IoU table and the mIoU;
 3. writes colour overlays of a few val predictions, the loss/mIoU curves and ``summary.json`` into
    the work dir. The checkpoint works with ``tools/image_demo.py``.
+
+With ``--cts`` it first trains the CTS policy on the demo labels (``tools/train_cts_policy.py``),
+then trains the model with 30 % of the tokens shared and reports the val mIoU of that model with
+sharing at 0 (none), 15, 30 and 45 % reduction.
 """
 import argparse
 import json
@@ -30,16 +35,26 @@ from mmseg_custom.utils.malloc import keep_freed_memory
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
+CTS_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_cts.py')
+CTS_REDUCTIONS = (0.0, 0.15, 0.3, 0.45)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
-    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config file')
+    parser.add_argument('--config', help='demo config file (default: the tiny shapes demo, '
+                        'or its CTS variant with --cts)')
+    parser.add_argument('--cts', action='store_true',
+                        help='content-aware token sharing: train the policy, then the model')
+    parser.add_argument('--policy-iters', type=int, default=400,
+                        help='policy training iterations with --cts (the paper runs 50k)')
+    parser.add_argument('--policy-lr', type=float, default=1e-3,
+                        help='policy lr with --cts: a random-init policy on a short schedule '
+                        'needs more than the paper\'s 5e-5 (which starts from ImageNet weights)')
     parser.add_argument('--data-root', default='data/demo_shapes',
                         help='where the synthetic data set is written (reused if complete)')
-    parser.add_argument('--work-dir', default='work_dirs/demo',
-                        help='logs, checkpoint, overlays and curves go here')
+    parser.add_argument('--work-dir', help='logs, checkpoint, overlays and curves go here '
+                        '(default: work_dirs/demo, or work_dirs/demo_cts with --cts)')
     parser.add_argument('--iters', type=int, default=None,
                         help='training iterations (the schedule is scaled to fit); '
                         'default: the config\'s')
@@ -49,7 +64,12 @@ def parse_args(argv=None):
                         help='val images to draw predictions for')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. train_dataloader.batch_size=16')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None:
+        args.config = CTS_CONFIG if args.cts else DEFAULT_CONFIG
+    if args.work_dir is None:
+        args.work_dir = 'work_dirs/demo_cts' if args.cts else 'work_dirs/demo'
+    return args
 
 
 def scale_schedule(cfg, iters):
@@ -176,12 +196,37 @@ def plot_curves(loss, miou, path):
     plt.close(fig)
 
 
+def train_demo_policy(cfg, args):
+    """Train the CTS policy on the demo's train labels, where the config expects it."""
+    from mmseg_custom.engine.policy_training import train_policy
+    path = osp.join(cfg.work_dir, 'policy.pth')
+    cfg.model.backbone.token_sharing.policy.pretrained = path
+    train_policy(args.config, path, iters=args.policy_iters, lr=args.policy_lr,
+                 val_images=args.num_val, log_interval=50,
+                 cfg_options={'train_dataloader.dataset.data_root': args.data_root,
+                              'val_dataloader.dataset.data_root': args.data_root})
+
+
+def evaluate_reductions(runner):
+    """Val mIoU of the trained model with each token reduction (0: no sharing)."""
+    sharing = runner.model.backbone.token_sharing
+    trained_with = sharing.reduction
+    results = {}
+    for reduction in CTS_REDUCTIONS:
+        sharing.reduction = reduction
+        results[reduction] = runner.test()['mIoU']
+    sharing.reduction = trained_with
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     keep_freed_memory()  # CPU training: no page faults on every step's activations
     generate_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val)
     cfg = build_config(args)
+    if args.cts:
+        train_demo_policy(cfg, args)
     runner = PortableRunner.from_cfg(cfg)  # a checkpoint save killed midway loses nothing
     batch = cfg.train_dataloader.batch_size
     runner.logger.info(f'Total batch size {batch} (1 process x {batch}), '
@@ -192,6 +237,7 @@ def main(argv=None):
     runner.train()
     before = untrained.metrics
     after = runner.test()  # mmseg's test loop: IoUMetric logs the per-class table
+    cts = evaluate_reductions(runner) if args.cts else None
 
     overlay_dir = osp.join(cfg.work_dir, 'overlays')
     mkdir_or_exist(overlay_dir)
@@ -207,6 +253,8 @@ def main(argv=None):
         iters=cfg.train_cfg.max_iters, seconds=round(time.time() - start, 1),
         checkpoint=checkpoint, config=config_dump, overlays=overlays, curves=curves,
         loss=loss, val_mIoU=miou)
+    if cts:
+        summary['cts_mIoU_by_reduction'] = cts
     with open(osp.join(cfg.work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
 
@@ -214,6 +262,9 @@ def main(argv=None):
     print(f'\nDemo finished in {minutes}m{seconds:02d}s: mIoU {after["mIoU"]:.1f}% on '
           f'{len(runner.test_dataloader.dataset)} val images (untrained model: '
           f'{before["mIoU"]:.1f}%).')
+    if cts:
+        print('  CTS mIoU by token reduction: ' + ', '.join(
+            f'{int(100 * r)} % -> {m:.1f}' for r, m in cts.items()))
     print(f'  overlays   : {overlay_dir}/ ({len(overlays)} files: image | truth | prediction)')
     print(f'  curves     : {curves}')
     print(f'  checkpoint : {checkpoint}')

@@ -1,9 +1,10 @@
 """Checks run by the launchers before any work: datasets and pretrained weights are there."""
 import os.path as osp
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 from mmengine.config import Config, ConfigDict
 
+from ..models.backbones.token_sharing import read_policy_weights
 from ..models.weights import local_rank, resolve_weights
 
 PREPARE_DOCS = 'https://mmsegmentation.readthedocs.io/en/latest/user_guides/2_dataset_prepare.html'
@@ -33,10 +34,11 @@ def missing_data(cfg: Config, splits=('train', 'val', 'test')) -> List[str]:
     return missing
 
 
-def _pretrained_of(node) -> Iterator[str]:
+def _pretrained_of(node) -> Iterator[Tuple[str, str]]:
+    """(type, pretrained) of every module config that names weights."""
     if isinstance(node, (dict, ConfigDict)):
         if node.get('pretrained') and isinstance(node.get('pretrained'), str) and 'type' in node:
-            yield node['pretrained']
+            yield node['type'], node['pretrained']
         for v in node.values():
             yield from _pretrained_of(v)
     elif isinstance(node, (list, tuple)):
@@ -58,5 +60,8 @@ def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True
     # Before the process group exists: one process per node downloads missing weights now; the
     # others get them in init_weights() once it has (resolve_weights_once_per_node).
     if weights and local_rank() == 0:
-        for pretrained in _pretrained_of(cfg.model):
-            resolve_weights(pretrained)
+        for type_, pretrained in _pretrained_of(cfg.model):
+            if type_ == 'CTSPolicyNet':  # a local file made by tools/train_cts_policy.py
+                read_policy_weights(pretrained)
+            else:
+                resolve_weights(pretrained)

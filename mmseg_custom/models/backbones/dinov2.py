@@ -9,6 +9,8 @@ The trunk interface that ViT-Split relies on (and that any other trunk, e.g. DIN
   own or a trainable copy of it).
 * ``to_map(tokens, grid) -> (B, D, h, w)``: final norm, prefix tokens dropped, reshaped.
 * ``embed_dims``, ``num_layers``, ``num_prefix_tokens``.
+* Token sharing (CTS, see ``token_sharing.py``): ``pad(x, value)`` and
+  ``tokenize_shared(x, shared) -> (tokens, plan)``.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Union
@@ -23,6 +25,7 @@ from torch.profiler import record_function
 
 from ..patch_resample import resample_patch_and_grid
 from ..weights import load_dinov2_weights
+from .token_sharing import SharePlan
 
 ARCHS = {
     'small': dict(embed_dims=384, depth=12, num_heads=6, ffn_type='mlp'),
@@ -32,13 +35,13 @@ ARCHS = {
 }
 
 
-def centre_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad H and W up to multiples of ``multiple``; top/left get ``pad // 2``."""
+def centre_pad(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    """Pad H and W with ``value`` up to multiples of ``multiple``; top/left get ``pad // 2``."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return x
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
 
 
 class Attention(nn.Module):
@@ -250,6 +253,31 @@ class DINOv2(BaseModule):
             reg = self.register_tokens.expand(x.shape[0], -1, -1).to(x.dtype)
             x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
         return x, grid
+
+    def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """The image (or a label map) as ``tokenize`` patchifies it."""
+        return centre_pad(x, self.patch_size, value)
+
+    def tokenize_shared(self, x: torch.Tensor,
+                        shared: torch.Tensor) -> Tuple[torch.Tensor, SharePlan]:
+        """``tokenize`` with the superpatches ``shared`` (B, S) as one token each (CTS): the
+        patch embedding of the 2x downsampled region plus the 2x2 mean position embedding, as the
+        official implementation's bilinear 0.5x resizing of image and embedding grid computes."""
+        x = centre_pad(x, self.patch_size)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        plan = SharePlan(grid, shared, self.num_prefix_tokens)
+        patches = self.patch_embed(x)
+        # Bilinear at scale 0.5 (align_corners=False) samples the 2x2 means: avg_pool2d is it.
+        supers = self.patch_embed(F.avg_pool2d(x, 2))
+        pos = self.interpolate_pos_encoding(*grid, x.dtype)
+        pos_grid = pos[:, 1:].transpose(1, 2).reshape(1, -1, *grid)
+        pos_supers = F.avg_pool2d(pos_grid, 2).flatten(2).transpose(1, 2)
+        tokens = plan.gather(patches, supers) + plan.gather(pos[:, 1:], pos_supers)
+        prefix = [self.cls_token.to(x.dtype) + pos[:, :1]]
+        if self.register_tokens is not None:
+            prefix.append(self.register_tokens.to(x.dtype))
+        prefix = torch.cat(prefix, dim=1).expand(x.shape[0], -1, -1)
+        return torch.cat((prefix, tokens), dim=1), plan
 
     def apply_block(self, block: nn.Module, tokens: torch.Tensor,
                     grid: Tuple[int, int]) -> torch.Tensor:

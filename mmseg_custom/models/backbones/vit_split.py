@@ -14,6 +14,7 @@ from torch.profiler import record_function
 
 from ..utils.deform_conv import DeformConv2d
 from .dinov2 import check_indices
+from .token_sharing import unshared_map
 
 
 class DeformFusion(nn.Module):
@@ -87,11 +88,14 @@ class ViTSplit(BaseModule):
         select_layers (Sequence[int]): Contiguous ascending trunk blocks (first >= 1) copied as the
             trainable task head, initialised from the trunk's weights.
         channels (int | None): Output channels C. Default: the trunk's dim.
+        token_sharing (dict | None): Content-aware token sharing in the trunk and task head, e.g.
+            ``dict(type='TokenSharing', reduction=0.3, policy=dict(type='CTSPolicyNet',
+            pretrained=PATH))`` (see ``token_sharing.py``). None: no sharing.
     """
 
     def __init__(self, trunk: dict, out_indices: Optional[Sequence[int]],
                  select_layers: Sequence[int], channels: Optional[int] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None, token_sharing: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.trunk = MODELS.build(trunk)
         self.trunk.requires_grad_(False)
@@ -111,6 +115,7 @@ class ViTSplit(BaseModule):
             copy.deepcopy(self.trunk.blocks[i]).requires_grad_(True) for i in self.select_layers)
         self.prior_head = DeformFusion(self.num_frozen_features * dim, channels)
         self.fusion = DeformFusion(channels + dim, channels)
+        self.token_sharing = MODELS.build(token_sharing) if token_sharing else None
         self.register_load_state_dict_pre_hook(self._convert_original_checkpoint)
 
     @property
@@ -130,20 +135,23 @@ class ViTSplit(BaseModule):
     def train(self, mode: bool = True):
         super().train(mode)
         self.trunk.eval()  # frozen: no dropout/drop-path, whatever the runner asks
+        if self.token_sharing is not None:
+            self.token_sharing.eval()
         return self
 
     @torch.no_grad()
     def frozen_features(self, x: torch.Tensor) -> Tuple[dict, torch.Tensor, tuple]:
         """Run the trunk once, without autograd: the normed maps of ``out_indices`` by block, and
         the tokens the task head starts from."""
-        tokens, grid = self.trunk.tokenize(x)
+        tokens, grid = (self.trunk.tokenize(x) if self.token_sharing is None
+                        else self.token_sharing(self.trunk, x))
         start = self.select_layers[0]
         wanted = set(self.out_indices)
         feats, head_input = {}, None
         for i in range(max(max(self.out_indices), start - 1) + 1):
             tokens = self.trunk.apply_block(self.trunk.blocks[i], tokens, grid)
             if i in wanted:
-                feats[i] = self.trunk.to_map(tokens, grid)
+                feats[i] = unshared_map(self.trunk, tokens, grid)
             if i == start - 1:
                 head_input = tokens
         return feats, head_input, grid
@@ -158,7 +166,7 @@ class ViTSplit(BaseModule):
         with record_function('vitsplit.task_head'):
             for blk in self.task_head:
                 tokens = self.trunk.apply_block(blk, tokens, grid)
-            task = self.trunk.to_map(tokens, grid)
+            task = unshared_map(self.trunk, tokens, grid)
         with record_function('vitsplit.prior_fusion'):
             prior = self.prior_head(self.combine_frozen(feats))
             return (self.fusion(torch.cat([prior, task], dim=1)), )
@@ -204,9 +212,9 @@ class ViTSplitGate(ViTSplit):
     def __init__(self, trunk: dict, select_layers: Sequence[int],
                  out_indices: Optional[Sequence[int]] = None, num_gated: int = 4,
                  temperature: float = 0.5, channels: Optional[int] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None, token_sharing: Optional[dict] = None):
         self.num_gated = num_gated
-        super().__init__(trunk, out_indices, select_layers, channels, init_cfg)
+        super().__init__(trunk, out_indices, select_layers, channels, init_cfg, token_sharing)
         self.gate = LearnableGate(len(self.out_indices), num_gated, temperature)
 
     @property

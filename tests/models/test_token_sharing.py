@@ -1,0 +1,312 @@
+"""Content-aware token sharing (CTS): plans, shared tokens, unsharing, policy and its labels."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+import mmseg_custom  # noqa: F401
+from mmseg_custom.models.backbones.token_sharing import (SharePlan, num_shared_superpatches,
+                                                         policy_input, superpatch_labels,
+                                                         unshared_map)
+
+init_default_scope('mmseg')
+TINY_TRUNK = dict(type='DINOv2', arch=dict(embed_dims=32, depth=3, num_heads=2))
+
+
+def tiny_trunk(**kw):
+    torch.manual_seed(0)
+    trunk = MODELS.build(dict(TINY_TRUNK, **kw))
+    trunk.init_weights()
+    with torch.no_grad():  # layer scales of 1 and non-zero prefix tokens: nothing hides
+        trunk.cls_token.normal_()
+        if trunk.register_tokens is not None:
+            trunk.register_tokens.normal_()
+    return trunk.eval()
+
+
+def tiny_segmentor(reduction=None, num_classes=4):
+    backbone = dict(type='ViTSplit', trunk=TINY_TRUNK, out_indices=[0, 2], select_layers=[2],
+                    channels=32)
+    if reduction is not None:
+        backbone['token_sharing'] = dict(type='TokenSharing', reduction=reduction,
+                                         policy=dict(type='CTSPolicyNet'))
+    cfg = dict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=backbone,
+        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
+                         num_classes=num_classes, dropout_ratio=0, norm_cfg=dict(type='BN')))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # non-trivial values everywhere (offsets too), same for every model
+        for name, p in model.named_parameters():
+            if 'token_sharing' not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.05 if p.dim() > 1 else 0.5)
+                        + (1.0 if name.endswith('gamma') else 0.0))
+    return model
+
+
+def run_trunk(trunk, tokens, grid):
+    for blk in trunk.blocks:
+        tokens = trunk.apply_block(blk, tokens, grid)
+    return unshared_map(trunk, tokens, grid)
+
+
+def test_sharing_nothing_is_bitwise_the_plain_path():
+    x = torch.randn(2, 3, 60, 70)  # padded to 70x70: a 5x5 grid, odd on both sides
+    for kw in (dict(), dict(num_register_tokens=4)):
+        trunk = tiny_trunk(**kw)
+        plain, grid = trunk.tokenize(x)
+        shared, plan = trunk.tokenize_shared(x, torch.zeros(2, 0, dtype=torch.long))
+        assert torch.equal(plain, shared) and plan.grid == grid
+        assert torch.equal(run_trunk(trunk, plain, grid), run_trunk(trunk, shared, plan))
+    # Reduction 0: the segmentor with CTS configured gives the plain model's logits, bitwise.
+    x = torch.randn(2, 3, 56, 84)
+    plain, cts = tiny_segmentor().eval(), tiny_segmentor(reduction=0.0).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x, mode='tensor'), cts(x, mode='tensor'))
+
+
+def test_reference_one_shared_superpatch():
+    """Hand-written CTS (the official formation: bilinear 0.5x image region and embedding grid,
+    sequence [cls, kept patches, shared], unshared by copying) on a 4x4 grid, superpatch 1."""
+    trunk = tiny_trunk(img_size=56)
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        tokens, plan = trunk.tokenize_shared(x, torch.tensor([[1]]))
+        out = run_trunk(trunk, tokens, plan)
+
+        w = trunk.patch_embed.proj.weight
+        b = trunk.patch_embed.proj.bias
+        patches = F.conv2d(x, w, b, stride=14).flatten(2).transpose(1, 2)[0]  # (16, D)
+        half = F.interpolate(x, scale_factor=0.5, mode='bilinear', align_corners=False,
+                             recompute_scale_factor=False)  # the official downsampling
+        region = half[:, :, 0:14, 14:28]  # superpatch (0, 1): pixels rows 0-27, cols 28-55
+        shared_tok = F.conv2d(region, w, b, stride=14).flatten(1)[0]
+        pos = trunk.pos_embed[0]  # 4x4 grid at img_size 56: no interpolation
+        pos_grid = pos[1:].T.reshape(1, -1, 4, 4)
+        shared_pos = F.interpolate(pos_grid, scale_factor=0.5, mode='bilinear',
+                                   align_corners=False)[0, :, 0, 1]
+        members = [2, 3, 6, 7]
+        kept = [i for i in range(16) if i not in members]
+        seq = torch.cat([trunk.cls_token[0] + pos[:1], patches[kept] + pos[1:][kept],
+                         (shared_tok + shared_pos)[None]])[None]
+        assert seq.shape[1] == 1 + 16 - 3
+        assert torch.allclose(tokens, seq, atol=1e-5)
+        for blk in trunk.blocks:
+            seq = blk(seq)
+        seq = trunk.norm(seq)[0, 1:]
+        full = torch.empty(16, seq.shape[-1])
+        full[kept] = seq[:12]
+        full[members] = seq[12]
+        ref = full.T.reshape(1, -1, 4, 4)
+    assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
+
+
+def test_trunk_sizes_with_registers_and_rope_positions():
+    trunk = tiny_trunk(img_size=98, num_register_tokens=4)  # a 7x7 table: interpolated to 5x5
+    x = torch.randn(2, 3, 70, 70)  # 5x5 grid: superpatches tile the top-left 4x4
+    shared = torch.tensor([[0, 3], [1, 2]])
+    tokens, plan = trunk.tokenize_shared(x, shared)
+    assert tokens.shape == (2, 5 + 25 - 3 * 2, 32)  # one token count for the whole batch
+    plain, _ = trunk.tokenize(x)
+    assert torch.equal(tokens[:, :5], plain[:, :5])  # cls and registers untouched
+    # Kept patches are the plain tokens themselves.
+    assert torch.equal(tokens[:, 5:5 + plan.kept.shape[1]],
+                       plain[:, 5:].gather(1, plan.kept[..., None].expand(-1, -1, 32)))
+    centres = plan.centres()
+    assert centres.shape == (2, 25 - 6, 2)
+    assert centres[0, -2:].tolist() == [[1.0, 1.0], [3.0, 3.0]]  # superpatches (0,0), (1,1)
+    assert centres[0, 0].tolist() == [0.5, 2.5]  # first kept patch of image 0: (0, 2)
+
+
+def test_unsharing_copies_each_shared_token_to_its_four_positions():
+    plan = SharePlan((5, 6), torch.tensor([[0, 5], [2, 4]]), num_prefix_tokens=1)
+    assert plan.super_grid == (2, 3)
+    n = 1 + 30 - 6
+    tokens = torch.arange(2 * n, dtype=torch.float).view(2, n, 1).expand(2, n, 3)
+    full = plan.unshare(tokens)
+    assert full.shape == (2, 31, 3)
+    grid = full[:, 1:, 0].view(2, 5, 6)
+    # Image 0 shares superpatch 0 (rows 0-1, cols 0-1) and 5 (rows 2-3, cols 4-5).
+    assert (grid[0, 0:2, 0:2] == tokens[0, n - 2, 0]).all()
+    assert (grid[0, 2:4, 4:6] == tokens[0, n - 1, 0]).all()
+    assert (grid[1, 0:2, 4:6] == tokens[1, n - 2, 0]).all()
+    assert (grid[1, 2:4, 2:4] == tokens[1, n - 1, 0]).all()
+    # Every other token appears exactly once, in raster order.
+    for b in range(2):
+        rest = [v for i, v in enumerate(grid[b].flatten().tolist())
+                if i not in plan.quad[b].flatten().tolist()]
+        assert rest == tokens[b, 1:n - 2, 0].tolist()
+    # Through the segmentor's trunk: the 4 cells of each shared superpatch hold one vector.
+    model = tiny_segmentor(reduction=0.3).eval()
+    bb = model.backbone
+    x = torch.randn(2, 3, 84, 84)  # 6x6 grid, 9 superpatches; 30 %: ceil(0.3*36/3) = 4 shared
+    with torch.no_grad():
+        tokens, plan = bb.token_sharing(bb.trunk, x)
+        assert plan.num_shared == 4 and tokens.shape[1] == 1 + 36 - 12
+        feats, head_input, _ = bb.frozen_features(x)
+    for fmap in feats.values():
+        cells = fmap.flatten(2).transpose(1, 2)  # (B, 36, D)
+        for b in range(2):
+            for quad in plan.quad[b]:
+                assert torch.equal(cells[b, quad], cells[b, quad[:1]].expand(4, -1))
+            kept = cells[b, plan.kept[b]]
+            assert torch.cdist(kept, kept).add(torch.eye(len(kept))).min() > 0
+
+
+def test_num_shared_matches_the_official_setting():
+    assert num_shared_superpatches(0.3, (32, 32)) == 103  # official README: 612 + 103 tokens
+    assert num_shared_superpatches(0.0, (37, 37)) == 0
+    assert num_shared_superpatches(0.3, (37, 37)) == 137  # ViT-Split at 512: 1369 -> 958
+    assert num_shared_superpatches(0.74, (3, 3)) == 1  # capped at the superpatches there are
+    with pytest.raises(ValueError, match='reduction'):
+        MODELS.build(dict(type='TokenSharing', reduction=0.8, policy=dict(type='CTSPolicyNet')))
+
+
+def test_policy_labels_from_hand_made_label_maps():
+    lab = torch.full((1, 56, 56), 3)
+    lab[0, 0:28, 28:56] = 1
+    lab[0, 5, 40] = 2  # superpatch (0, 1): two classes
+    lab[0, 28:56, 0:28] = 255
+    lab[0, 30, 3] = 4  # superpatch (1, 0): one labelled pixel, class 4, rest ignored
+    lab[0, 28:56, 28:56] = 255  # superpatch (1, 1): nothing labelled
+    target = superpatch_labels(lab, (2, 2), patch_size=14)
+    assert target.tolist() == [[[1, 0], [1, 255]]]
+    # Padded as the trunk pads images (centre, 255): 50x50 -> 56x56, padding never counts.
+    trunk = tiny_trunk()
+    small = torch.zeros(1, 50, 50, dtype=torch.long)
+    small[0, 40:, :] = 2
+    padded = trunk.pad(small, 255)
+    assert padded.shape == (1, 56, 56) and padded[0, 0, 0] == 255 and padded[0, 3, 3] == 0
+    assert superpatch_labels(padded, (2, 2), 14).tolist() == [[[1, 1], [0, 0]]]
+    # Odd grid (5x5): the last patch row and column are never part of a superpatch.
+    odd = torch.zeros(1, 70, 70, dtype=torch.long)
+    odd[0, 56:, :] = 1
+    odd[0, :, 56:] = 2
+    assert superpatch_labels(odd, (2, 2), 14).tolist() == [[[1, 1], [1, 1]]]
+
+
+def test_policy_grid_matches_superpatch_grid():
+    policy = MODELS.build(dict(type='CTSPolicyNet')).eval()
+    x = torch.randn(1, 3, 518, 518)  # 512 crop padded for patch 14: 37x37 patches
+    inp = policy_input(x, (18, 18), patch_size=14)
+    assert inp.shape[-2:] == (576, 576)  # 18 superpatches of 28 px, each resized to 32 px
+    with torch.no_grad():
+        assert policy(inp).shape == (1, 2, 18, 18)
+    x16 = torch.randn(1, 3, 64, 96)  # patch 16: superpatches are the policy's own 32 px cells
+    assert torch.equal(policy_input(x16, (2, 3), patch_size=16), x16)
+
+
+def test_fast_policy_equals_the_policy_and_follows_its_weights():
+    sharing = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet')))
+    g = torch.Generator().manual_seed(0)
+
+    def randomize_bn(policy):
+        with torch.no_grad():  # BN statistics far from identity, so folding matters
+            for name, t in list(policy.named_parameters()) + list(policy.named_buffers()):
+                if 'bn' in name and t.is_floating_point():
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith(
+                        ('running_var', 'weight')) else torch.randn(t.shape, generator=g) * 0.2)
+
+    randomize_bn(sharing.policy)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = sharing.policy(x)
+        assert torch.allclose(sharing.run_policy(x), ref, atol=1e-4, rtol=1e-4)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d)
+                       for m in sharing._fast_policy[0].modules())
+        assert set(sharing.state_dict()) == {'policy.' + k for k in sharing.policy.state_dict()}
+        other = MODELS.build(dict(type='CTSPolicyNet'))
+        randomize_bn(other)
+        sharing.load_state_dict({'policy.' + k: v for k, v in other.state_dict().items()})
+        assert torch.allclose(sharing.run_policy(x), other.eval()(x), atol=1e-4, rtol=1e-4)
+        randomize_bn(other)  # loaded through the policy's own init_weights path
+        sharing.policy.load_state_dict(other.state_dict())
+        assert torch.allclose(sharing.run_policy(x), other(x), atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_exactly_the_trainable_parts():
+    model = tiny_segmentor(reduction=0.3)
+    model.train()
+    bb = model.backbone
+    assert not bb.trunk.training and not bb.token_sharing.policy.training
+    x = torch.randn(2, 3, 84, 98)
+    lengths = []
+    hook = bb.task_head[0].register_forward_hook(lambda m, i, o: lengths.append(o.shape[1]))
+    out = model(x, mode='tensor')
+    hook.remove()
+    assert lengths == [1 + 42 - 3 * 5]  # the task head ran on the shared sequence
+    assert out.shape == (2, 4, 24, 28)  # full grids after unsharing: 4x the 6x7 grid
+    out.square().mean().backward()
+    trainable = ('backbone.task_head.', 'backbone.prior_head.', 'backbone.fusion.',
+                 'decode_head.')
+    for name, p in model.named_parameters():
+        if name.startswith(('backbone.trunk.', 'backbone.token_sharing.')):
+            assert not p.requires_grad and p.grad is None, name
+        else:
+            assert name.startswith(trainable), f'unexpected parameter {name}'
+            assert p.grad is not None and p.grad.abs().sum() > 0, f'{name} gets no gradient'
+
+
+def test_policy_weights_load_and_missing_file_is_a_clear_error(tmp_path):
+    import timm
+    torch.manual_seed(0)
+    # timm's ImageNet classifier layout: the backbone loads, the head keeps its values.
+    classifier = timm.create_model('efficientnet_lite0', pretrained=False)
+    path = tmp_path / 'effnet.pth'
+    torch.save(classifier.state_dict(), path)
+    policy = MODELS.build(dict(type='CTSPolicyNet', pretrained=str(path)))
+    head = policy.head.weight.clone()
+    policy.init_weights()
+    assert torch.equal(policy.backbone.conv_stem.weight, classifier.conv_stem.weight)
+    assert torch.equal(policy.backbone.blocks[6][0].conv_pwl.weight,
+                       classifier.blocks[6][0].conv_pwl.weight)
+    assert torch.equal(policy.head.weight, head)
+    # A policy checkpoint (official PolicyNet keys: backbone.*, head.*) loads entirely.
+    ckpt = tmp_path / 'policy.pth'
+    torch.save(dict(state_dict=policy.state_dict()), ckpt)
+    other = MODELS.build(dict(type='CTSPolicyNet', pretrained=str(ckpt)))
+    other.init_weights()
+    for (k, a), (_, b) in zip(policy.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), k
+    missing = tmp_path / 'nowhere' / 'policy.pth'
+    model = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet',
+                                                                pretrained=str(missing))))
+    with pytest.raises(FileNotFoundError, match='train_cts_policy.py'):
+        model.init_weights()
+
+
+@pytest.mark.parametrize('config', [
+    'ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py',
+    'cityscapes/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_896_40k_cityscapes.py'])
+def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tmp_path):
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from mmseg_custom.utils.preflight import preflight
+    cfg = Config.fromfile(osp.join(repo_dir, 'configs', config))
+    sharing = cfg.model.backbone.token_sharing
+    assert sharing.reduction == 0.3 and sharing.policy.pretrained.startswith('checkpoints/')
+    cfg.model.backbone.trunk.pretrained = None
+    cfg.model.backbone.token_sharing.policy.pretrained = str(tmp_path / 'missing.pth')
+    with pytest.raises(FileNotFoundError, match='missing.pth.*train_cts_policy.py'):
+        preflight(cfg, splits=())
+    cfg.model.backbone.token_sharing.policy.pretrained = None
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    model.train()
+    lengths = []
+    model.backbone.task_head[0].register_forward_hook(lambda m, i, o: lengths.append(o.shape[1]))
+    x = torch.randn(1, 3, 112, 140)  # 8x10 patches: ceil(0.3 * 80 / 3) = 8 superpatches shared
+    samples = [SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 19, (1, 112, 140))))]
+    loss = model.loss(x, samples)['decode.loss_ce']
+    loss.backward()
+    assert torch.isfinite(loss) and lengths == [1 + 80 - 3 * 8]

@@ -1,0 +1,83 @@
+"""tools/train_cts_policy.py: trains a loadable policy; refuses labels it cannot read, by path."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmseg.registry import MODELS
+from PIL import Image
+
+import mmseg_custom  # noqa: F401
+from mmseg_custom.engine.policy_training import train_policy
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_cts.py')
+TOOL = osp.join(REPO, 'tools', 'train_cts_policy.py')
+
+
+def write_data(root, size=56, count=3):
+    """Square images in mmseg layout; label: left half class 1, right half class 2."""
+    for split in ('train', 'val'):
+        os.makedirs(osp.join(root, 'img_dir', split))
+        os.makedirs(osp.join(root, 'ann_dir', split))
+        for i in range(count):
+            label = np.ones((size, size), np.uint8)
+            label[:, size // 2 + i:] = 2
+            img = (label[..., None] * 80 + np.zeros((1, 1, 3), np.uint8)).astype(np.uint8)
+            Image.fromarray(img).save(osp.join(root, 'img_dir', split, f'{i}.png'))
+            Image.fromarray(label).save(osp.join(root, 'ann_dir', split, f'{i}.png'))
+
+
+def options(root):
+    """The demo CTS config on this data: mmseg's plain dataset class, PNG images."""
+    opts = {}
+    for split in ('train', 'val'):
+        key = f'{split}_dataloader.dataset.'
+        opts.update({key + 'type': 'BaseSegDataset', key + 'data_root': str(root),
+                     key + 'img_suffix': '.png', key + 'seg_map_suffix': '.png'})
+    return opts
+
+
+def test_trains_and_writes_a_policy_the_model_loads(tmp_path):
+    write_data(tmp_path / 'data')
+    out = tmp_path / 'policy' / 'p.pth'
+    stats = train_policy(CONFIG, str(out), iters=2, batch_size=2, val_images=2,
+                         cfg_options=options(tmp_path / 'data'), log=lambda *a: None)
+    # Val images at their 56 px: 4x4 patches of 14 px, 2x2 superpatches each. Image 0 splits
+    # at column 28, a superpatch border (4 one-class); image 1 at 29 (its right 2 hold both).
+    assert stats['val_superpatches'] == 2 * 4 and stats['patch_size'] == 14
+    assert stats['val_positive'] == 100 * 6 / 8
+    policy = MODELS.build(dict(type='CTSPolicyNet', pretrained=str(out)))
+    policy.init_weights()
+    saved = torch.load(out, weights_only=True)['state_dict']
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in saved.items())
+
+
+def test_refuses_a_label_it_cannot_read_naming_the_file(tmp_path):
+    write_data(tmp_path / 'data')
+    bad = tmp_path / 'data' / 'ann_dir' / 'train' / '0.png'
+    bad.write_bytes(b'not a png')
+    proc = subprocess.run(
+        [sys.executable, TOOL, CONFIG, '--out', str(tmp_path / 'p.pth'), '--iters', '1',
+         '--cfg-options', *[f'{k}={v}' for k, v in options(tmp_path / 'data').items()]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1',
+                 PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')])))
+    assert proc.returncode != 0
+    assert f'cannot read label map {bad}' in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / 'p.pth').exists()
+
+
+def test_refuses_missing_labels_and_missing_dataset(tmp_path):
+    write_data(tmp_path / 'data')
+    gone = tmp_path / 'data' / 'ann_dir' / 'train' / '1.png'
+    gone.unlink()
+    with pytest.raises(FileNotFoundError, match=str(gone)):
+        train_policy(CONFIG, str(tmp_path / 'p.pth'), iters=1,
+                     cfg_options=options(tmp_path / 'data'))
+    nowhere = tmp_path / 'nowhere'
+    with pytest.raises(FileNotFoundError, match=str(nowhere / 'img_dir' / 'train')):
+        train_policy(CONFIG, str(tmp_path / 'p.pth'), iters=1, cfg_options=options(nowhere))
