@@ -87,3 +87,19 @@ def test_small_configs_train_step_on_cpu(config, repo_dir):
         assert not any(n.startswith('backbone.trunk.') for n in trained)
     else:
         assert any(n.startswith('backbone.trunk.') for n in trained)
+
+
+def test_dataset_configs_have_multi_scale_flip_tta(repo_dir):
+    """tools/test.py --tta needs tta_pipeline and tta_model: every shipped config has them,
+    six scales times two flips, labels loaded as in the single-scale test pipeline."""
+    init_default_scope('mmseg')
+    for path in shipped_configs(repo_dir):
+        cfg = Config.fromfile(path)
+        assert cfg.tta_model.type == 'SegTTAModel', path
+        load, tta = cfg.tta_pipeline
+        assert load.type == 'LoadImageFromFile' and tta.type == 'TestTimeAug', path
+        scales, flips, annotations, pack = tta.transforms
+        assert len(scales) == 6 and [f.prob for f in flips] == [0.0, 1.0], path
+        single = [t for t in cfg.test_dataloader.dataset.pipeline if t.type == 'LoadAnnotations']
+        assert annotations == single, path
+        Compose(cfg.tta_pipeline)
