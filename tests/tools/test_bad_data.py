@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import write_tiny_dataset
-
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN, TEST = osp.join(REPO, 'tools', 'train.py'), osp.join(REPO, 'tools', 'test.py')
 
 
 @pytest.fixture
-def data_root(tmp_path):
+def data_root(tmp_path, make_tiny_dataset):
     root = tmp_path / 'data'
-    write_tiny_dataset(str(root))
+    make_tiny_dataset(str(root))
     return root
 
 
