@@ -68,7 +68,7 @@ def test_image_and_label_of_different_sizes(run, tiny_config, full_run, data_roo
     proc = run([sys.executable, *args, '--work-dir', str(tmp_path / 'w'), *on_data(data_root)])
     assert proc.returncode != 0
     img = data_root / 'img_dir' / split / '1.png'
-    assert (f'{img} is 32x32 px but its label map {bad} is 30x32 px ({split} split)'
+    assert (f'{img} is 32x32 px but its label map {bad} is 30x32 px ({tool} split)'
             in proc.stdout), proc.stdout[-3000:]
     assert not (tmp_path / 'w').exists(), 'the check comes before any work'
 
