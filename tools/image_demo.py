@@ -30,8 +30,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_image(path):
+    """Raise, naming the file, for an image that cannot be read or is a single pixel (mmseg's
+    visualizer indexes with a one-element prediction and fails after inference)."""
+    image = mmcv.imread(path)  # None where the file is no image
+    if image is None:
+        raise ValueError(f'{path} is not an image file that OpenCV can read (PNG, JPEG, ...).')
+    if image.shape[0] * image.shape[1] < 2:
+        raise ValueError(f'{path} is {image.shape[1]}x{image.shape[0]} px: one pixel holds '
+                         'nothing to segment. Give an image of at least 2 pixels (a crop of the '
+                         'scene, not a thumbnail).')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_image(args.img)
     model = init_model(args.config, args.checkpoint, device=args.device)
     # Pass the file path, not an array: mmseg reads it as BGR itself, and the model's test
     # pipeline stays the file-loading one (an array call rewrites it; later path calls then fail).
