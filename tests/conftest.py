@@ -3,14 +3,12 @@ import os.path as osp
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# Golden files shipped beside the repository (read-only); tests that need them skip without them.
-FIXTURES = osp.join(osp.dirname(REPO), 'shared', 'fixtures')
+# Golden data shipped with the tests (tests/data/README.md says where it comes from).
+FIXTURES = osp.join(REPO, 'tests', 'data')
 
 
 @pytest.fixture
 def fixtures_dir():
-    if not osp.isdir(FIXTURES):
-        pytest.skip(f'golden fixtures not found at {FIXTURES}')
     return FIXTURES
 
 

@@ -84,6 +84,8 @@ def scale_schedule(cfg, iters):
     for sched in cfg.param_scheduler:
         sched.begin = scale(sched.get('begin', 0), least=0)
         sched.end = scale(sched.end)
+        if sched.get('warmup_iters'):
+            sched.warmup_iters = scale(sched.warmup_iters)
     cfg.default_hooks.checkpoint.interval = scale(cfg.default_hooks.checkpoint.interval)
     cfg.default_hooks.logger.interval = scale(cfg.default_hooks.logger.interval)
 

@@ -61,8 +61,21 @@ def load_model(config, checkpoint, device):
     return model
 
 
+def check_image(path):
+    """Raise, naming the file, for an image that cannot be read or is a single pixel (mmseg's
+    visualizer indexes with a one-element prediction and fails after inference)."""
+    image = mmcv.imread(path)  # None where the file is no image
+    if image is None:
+        raise ValueError(f'{path} is not an image file that OpenCV can read (PNG, JPEG, ...).')
+    if image.shape[0] * image.shape[1] < 2:
+        raise ValueError(f'{path} is {image.shape[1]}x{image.shape[0]} px: one pixel holds '
+                         'nothing to segment. Give an image of at least 2 pixels (a crop of the '
+                         'scene, not a thumbnail).')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_image(args.img)
     try:
         model = load_model(args.config, args.checkpoint, args.device)
     except (CheckpointError, FileNotFoundError) as err:

@@ -13,4 +13,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 tta_model = dict(type='SegTTAModel')
+# Label values that name no class stop the run, naming the file (any data set).
+custom_hooks = [dict(type='SegLabelCheckHook')]
 randomness = dict(seed=2023)

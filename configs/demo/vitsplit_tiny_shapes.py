@@ -46,6 +46,20 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# tools/test.py --tta: mmseg's multi-scale + flip test-time augmentation of the 112 px images.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True)
+             for r in [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]],
+            [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+             dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
 # No loader processes: on 2 cores they take CPU from the two compute threads (a step took 240 ms
 # with 2 workers, 226 ms without; loading 8 small PNGs in the main process costs ~10 ms).
 train_dataloader = dict(
@@ -79,9 +93,8 @@ optim_wrapper = dict(
     # The task head starts from random blocks here, not pretrained ones: full lr.
     paramwise_cfg=dict(custom_keys={'backbone.task_head': dict(lr_mult=1.0)}))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', power=0.9, eta_min=0.0, by_epoch=False, begin=warmup_iters,
-         end=max_iters),
+    dict(type='PolyLRWithWarmup', power=0.9, eta_min=0.0, warmup_iters=warmup_iters,
+         warmup_ratio=1e-3, by_epoch=False, begin=0, end=max_iters),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=500)
 default_hooks = dict(

@@ -4,7 +4,7 @@ import os.path as osp
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .synthetic_shapes import CLASSES, MARKER, PALETTE
+from .synthetic_shapes import CLASSES, MARKER, PALETTE, PENDING, split_problem
 
 
 @DATASETS.register_module()
@@ -26,9 +26,18 @@ class SyntheticShapesDataset(BaseSegDataset):
                          reduce_zero_label=False, **kwargs)
 
     def load_data_list(self):
+        """The files, once they are known to be complete: by the marker written last, or by
+        their content where a copy left the hidden marker behind."""
         if self.data_root and not osp.isfile(osp.join(self.data_root, MARKER)):
-            raise FileNotFoundError(
-                f'No complete synthetic shapes data set in {self.data_root}. Write it with '
-                f'`python -m mmseg_custom.datasets {self.data_root}` '
-                f'(tools/demo.py does this by itself).')
+            if osp.exists(osp.join(self.data_root, PENDING)):
+                problem = 'writing it was interrupted'
+            else:
+                problem = split_problem(self.data_prefix['img_path'],
+                                        self.data_prefix['seg_map_path'])
+            if problem is not None:
+                raise FileNotFoundError(
+                    f'No complete synthetic shapes data set in {self.data_root}: {problem}. '
+                    f'Write it with `python -m mmseg_custom.datasets {self.data_root}` '
+                    '(tools/demo.py does this by itself; neither removes files it did not '
+                    'write).')
         return super().load_data_list()

@@ -10,6 +10,10 @@ minutes on a CPU, written once in mmseg's folder layout::
     data_root/img_dir/{train,val}/00000.png   RGB images
     data_root/ann_dir/{train,val}/00000.png   class index per pixel (0 = background)
     data_root/.complete                       written last; holds the generation parameters
+    data_root/.writing                        present while the files are being written
+
+A copy without the hidden files is recognised by its content (every image and label there, and
+the last of each split as the generator draws it), so it is reused, never regenerated over.
 
 Generation is deterministic: image ``i`` of a split depends only on ``(seed, split, i, size)``.
 Command line: ``python -m mmseg_custom.datasets data/demo_shapes``.
@@ -29,6 +33,7 @@ PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200
            [145, 30, 180]]
 
 MARKER = '.complete'
+PENDING = '.writing'  # written first, removed last: its presence means an interrupted run
 SPLITS = ('train', 'val')
 # Object scale (radius of the equal-area circle) as a fraction of the image side.
 RADIUS_RANGE = (0.2, 0.3)
@@ -169,15 +174,65 @@ def _atomic_save(array, path):
 
 
 def dataset_is_complete(data_root, **params):
-    """True when ``data_root`` holds a finished data set made with exactly these parameters."""
+    """True when ``data_root`` holds a finished data set made with exactly these parameters:
+    its marker says so, or, without markers (a copy that left the hidden files behind), its
+    content does (see :func:`content_matches`)."""
     marker = osp.join(data_root, MARKER)
     if not osp.isfile(marker):
-        return False
+        return not osp.exists(osp.join(data_root, PENDING)) and content_matches(data_root,
+                                                                                **params)
     with open(marker) as f:
         try:
             return json.load(f) == _marker_content(**params)
         except json.JSONDecodeError:
             return False
+
+
+def _names(folder):
+    return sorted(os.listdir(folder)) if osp.isdir(folder) else []
+
+
+def split_problem(img_dir, ann_dir):
+    """Why the images and labels of one split are not a complete set, or None if they are.
+
+    Complete: ``00000.png`` .. ``N-1``, N >= 1, each with its label, and nothing else (no
+    temporary file of an interrupted write)."""
+    images, labels = _names(img_dir), _names(ann_dir)
+    if not images:
+        return f'no images in {img_dir}'
+    if images != labels:
+        unpaired = sorted(set(images) ^ set(labels))
+        return (f'{len(unpaired)} files of {img_dir} and {ann_dir} have no counterpart '
+                f'(e.g. {unpaired[0]})')
+    expected = [f'{i:05d}.png' for i in range(len(images))]
+    if images != expected:
+        odd = sorted(set(images) - set(expected))[0]
+        return f'{img_dir} holds {odd}, not numbered 00000.png .. {expected[-1]} in order'
+    return None
+
+
+def content_matches(data_root, num_train, num_val, size, seed):
+    """Whether ``data_root``'s files are the data set of these parameters, by content: each
+    split has exactly its images and labels, and the last of each is the one the generator
+    draws (generation is deterministic, so this checks size, seed and drawing code too)."""
+    for split, count in (('train', num_train), ('val', num_val)):
+        img_dir, ann_dir = (osp.join(data_root, kind, split) for kind in ('img_dir', 'ann_dir'))
+        if split_problem(img_dir, ann_dir) is not None or len(_names(img_dir)) != count:
+            return False
+        img, label = generate_sample(_sample_rng(seed, split, count - 1), size=size)
+        name = f'{count - 1:05d}.png'
+        try:
+            ok = (np.array_equal(np.asarray(Image.open(osp.join(img_dir, name))), img)
+                  and np.array_equal(np.asarray(Image.open(osp.join(ann_dir, name))), label))
+        except OSError:  # unreadable, e.g. truncated
+            return False
+        if not ok:
+            return False
+    return True
+
+
+def _has_files(folder):
+    return any(files for _, _, files in os.walk(folder))
 
 
 def _marker_content(num_train, num_val, size, seed):
@@ -198,8 +253,10 @@ def generate_dataset(data_root, num_train=2000, num_val=200, size=112, seed=0, v
                      workers=None):
     """Write the data set into ``data_root`` in mmseg layout, or reuse it if already complete.
 
-    An interrupted run leaves no marker, so the next call starts over. A complete data set made
-    with other parameters is replaced. A non-empty folder that is not ours is left alone (error).
+    An interrupted run leaves its ``.writing`` marker, so the next call starts over. A complete
+    data set made with other parameters (its marker says so) is replaced. Files this function did
+    not write are never removed: a folder holding anything else, or images without either
+    marker that are not the data set asked for, is left alone (error).
 
     Args:
         data_root (str): target folder (created).
@@ -219,20 +276,33 @@ def generate_dataset(data_root, num_train=2000, num_val=200, size=112, seed=0, v
         if verbose:
             print(f'Reusing the synthetic shapes data set in {data_root}')
         return False
-    ours = {'img_dir', 'ann_dir', MARKER}
+    ours = {'img_dir', 'ann_dir', MARKER, PENDING}
     if osp.isdir(data_root):
-        foreign = set(os.listdir(data_root)) - ours
+        entries = set(os.listdir(data_root))
+        foreign = entries - ours
         if foreign:
             raise FileExistsError(
                 f'{data_root} is not empty and holds no synthetic shapes data set '
                 f'(found {sorted(foreign)[:5]}); choose another folder.')
-        if osp.exists(osp.join(data_root, MARKER)):
-            os.remove(osp.join(data_root, MARKER))
+        written_here = bool(entries & {MARKER, PENDING})
+        if not written_here and any(_has_files(osp.join(data_root, sub))
+                                    for sub in ('img_dir', 'ann_dir')):
+            raise FileExistsError(
+                f'{data_root} holds images and labels without the markers generate_dataset '
+                f'writes, and they are not the data set asked for ({params}); nothing was '
+                'changed. Pass the parameters they were made with, or move them away or choose '
+                'another folder to write a new one.')
+        for marker in (MARKER, PENDING):
+            if osp.exists(osp.join(data_root, marker)):
+                os.remove(osp.join(data_root, marker))
         for sub in ('img_dir', 'ann_dir'):
             shutil.rmtree(osp.join(data_root, sub), ignore_errors=True)
     if verbose:
         print(f'Writing the synthetic shapes data set ({num_train} train + {num_val} val images, '
               f'{size}x{size} px, seed {seed}) to {data_root}')
+    os.makedirs(data_root, exist_ok=True)
+    with open(osp.join(data_root, PENDING), 'w') as f:
+        json.dump(_marker_content(**params), f)
     jobs = []
     for split, count in (('train', num_train), ('val', num_val)):
         os.makedirs(osp.join(data_root, 'img_dir', split), exist_ok=True)
@@ -251,6 +321,7 @@ def generate_dataset(data_root, num_train=2000, num_val=200, size=112, seed=0, v
     with open(tmp, 'w') as f:
         json.dump(_marker_content(**params), f)
     os.replace(tmp, osp.join(data_root, MARKER))
+    os.remove(osp.join(data_root, PENDING))
     return True
 
 

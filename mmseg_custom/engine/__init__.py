@@ -10,6 +10,8 @@ from .checkpoint import (AtomicLocalBackend, CheckpointError, allow_mmengine_che
                          latest_checkpoint, load_checkpoint_exactly, load_from_local,
                          load_state_dict_exactly, remove_unfinished_writes)
 from .checkpoint_hook import SafeCheckpointHook
+from .label_check import SegLabelCheckHook, check_label_values
+from .lr_scheduler import PolyLRWithWarmup
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .peft_optim_constructor import PEFTOptimWrapperConstructor
 from .runner import PortableRunner, close_process_group
@@ -17,9 +19,9 @@ from .sync_bn import revert_sync_bn_if_unsupported, sync_bn_can_run
 
 __all__ = [
     'AtomicLocalBackend', 'BF16OptimWrapper', 'CheckpointError',
-    'FrozenAwareOptimWrapperConstructor', 'PEFTOptimWrapperConstructor', 'PortableRunner',
-    'SafeCheckpointHook',
-    'allow_mmengine_checkpoint_globals', 'close_process_group', 'latest_checkpoint',
-    'load_checkpoint_exactly', 'load_from_local', 'load_state_dict_exactly',
-    'remove_unfinished_writes', 'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
+    'FrozenAwareOptimWrapperConstructor', 'PEFTOptimWrapperConstructor', 'PolyLRWithWarmup',
+    'PortableRunner', 'SafeCheckpointHook', 'SegLabelCheckHook', 'allow_mmengine_checkpoint_globals',
+    'check_label_values', 'close_process_group', 'latest_checkpoint', 'load_checkpoint_exactly',
+    'load_from_local', 'load_state_dict_exactly', 'remove_unfinished_writes',
+    'revert_sync_bn_if_unsupported', 'sync_bn_can_run'
 ]

@@ -43,24 +43,29 @@ def multi_scale_deformable_attn_pytorch(value, value_spatial_shapes, sampling_lo
 
     Returns:
         Tensor: (bs, num_queries, num_heads * head_dim), in ``value``'s dtype.
+
+    Half and bfloat16 values are sampled and summed in float32, as the kernels do: locations
+    rounded to bf16 (8 bits) would move the points by up to 1/256 of a map (a quarter pixel on a
+    64-pixel level).
     """
     bs, _, num_heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     shapes = [(int(h), int(w)) for h, w in value_spatial_shapes.tolist()]
+    acc = torch.float64 if value.dtype == torch.float64 else torch.float32
     # grid_sample takes (x, y) in [-1, 1] and one (batch * head) image per grid.
-    grids = (2 * sampling_locations.to(value.dtype) - 1).transpose(1, 2).flatten(0, 1)
+    grids = (2 * sampling_locations.to(acc) - 1).transpose(1, 2).flatten(0, 1)
     samples = []
     for level, (level_value, (h, w)) in enumerate(
             zip(value.split([h * w for h, w in shapes], dim=1), shapes)):
         image = level_value.permute(0, 2, 3, 1).reshape(bs * num_heads, head_dim, h, w)
-        samples.append(F.grid_sample(image, grids[:, :, level], mode='bilinear',
+        samples.append(F.grid_sample(image.to(acc), grids[:, :, level], mode='bilinear',
                                      padding_mode='zeros', align_corners=False))
     # (bs * heads, head_dim, num_queries, num_levels * num_points)
     samples = torch.stack(samples, dim=-2).flatten(-2)
-    weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(
+    weights = attention_weights.to(acc).transpose(1, 2).reshape(
         bs * num_heads, 1, num_queries, num_levels * num_points)
     output = (samples * weights).sum(-1).view(bs, num_heads * head_dim, num_queries)
-    return output.transpose(1, 2).contiguous()
+    return output.transpose(1, 2).to(value.dtype).contiguous()
 
 
 class MultiScaleDeformableAttnFunction(torch.autograd.Function):

@@ -109,3 +109,19 @@ def test_linear_configs_need_no_mmdet(repo_dir):
         if 'MSDAPixelDecoder' in text or 'mask2former' in osp.basename(path):
             imports = Config.fromfile(path).custom_imports['imports']
             assert 'mmseg_custom.models.decode_heads.mask2former_pixel_decoder' in imports, path
+
+
+def test_dataset_configs_have_multi_scale_flip_tta(repo_dir):
+    """tools/test.py --tta needs tta_pipeline and tta_model: every shipped config has them,
+    six scales times two flips, labels loaded as in the single-scale test pipeline."""
+    init_default_scope('mmseg')
+    for path in shipped_configs(repo_dir):
+        cfg = Config.fromfile(path)
+        assert cfg.tta_model.type == 'SegTTAModel', path
+        load, tta = cfg.tta_pipeline
+        assert load.type == 'LoadImageFromFile' and tta.type == 'TestTimeAug', path
+        scales, flips, annotations, pack = tta.transforms
+        assert len(scales) == 6 and [f.prob for f in flips] == [0.0, 1.0], path
+        single = [t for t in cfg.test_dataloader.dataset.pipeline if t.type == 'LoadAnnotations']
+        assert annotations == single, path
+        Compose(cfg.tta_pipeline)

@@ -1,14 +1,16 @@
 import filecmp
+import glob
 import json
 import os
 import os.path as osp
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mmseg_custom.datasets import synthetic_shapes as ss
-from mmseg_custom.datasets.synthetic_shapes import (CLASSES, MARKER, generate_dataset,
+from mmseg_custom.datasets.synthetic_shapes import (CLASSES, MARKER, PENDING, generate_dataset,
                                                      generate_sample)
 
 
@@ -89,11 +91,47 @@ def test_reuse_and_regenerate(tmp_path):
     assert generate_dataset(root, **dict(params, num_train=2))
     assert _files(root, 'img_dir', 'train') == ['00000.png', '00001.png']
 
-    # An interrupted run (no marker) is redone from scratch.
-    os.remove(osp.join(root, MARKER))
+    # An interrupted run (its .writing marker left, no .complete) is redone from scratch.
+    os.replace(osp.join(root, MARKER), osp.join(root, PENDING))
     os.remove(probe)
     assert generate_dataset(root, **dict(params, num_train=2))
     assert osp.isfile(probe) and osp.isfile(osp.join(root, MARKER))
+    assert not osp.exists(osp.join(root, PENDING))
+
+
+def _copy_without_markers(src, dst):
+    """What `cp -r src/* dst` or a file manager hiding dot files gives: no .complete."""
+    os.makedirs(dst)
+    for sub in ('img_dir', 'ann_dir'):
+        shutil.copytree(osp.join(src, sub), osp.join(dst, sub))
+
+
+def test_copy_without_marker_is_recognised_by_content(tmp_path):
+    params = dict(num_train=4, num_val=2, size=56, seed=3, verbose=False)
+    generate_dataset(str(tmp_path / 'orig'), **params)
+    copy = str(tmp_path / 'copy')
+    _copy_without_markers(str(tmp_path / 'orig'), copy)
+    stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(f'{copy}/*/*/*.png')}
+    assert not generate_dataset(copy, **params)  # reused: nothing written or removed
+    assert {p: os.stat(p).st_mtime_ns for p in glob.glob(f'{copy}/*/*/*.png')} == stamps
+    assert sorted(os.listdir(copy)) == ['ann_dir', 'img_dir']
+
+
+def test_marker_less_files_that_differ_are_never_overwritten(tmp_path):
+    params = dict(num_train=4, num_val=2, size=56, seed=3, verbose=False)
+    generate_dataset(str(tmp_path / 'orig'), **params)
+    copy = str(tmp_path / 'copy')
+    _copy_without_markers(str(tmp_path / 'orig'), copy)
+    # Asked for another seed, or a file is missing: not the data set asked for, and not ours to
+    # delete (no marker says generate_dataset wrote it).
+    before = sorted(glob.glob(f'{copy}/*/*/*.png'))
+    with pytest.raises(FileExistsError, match='nothing was changed'):
+        generate_dataset(copy, **dict(params, seed=4))
+    os.remove(osp.join(copy, 'ann_dir', 'val', '00001.png'))
+    with pytest.raises(FileExistsError, match='nothing was changed'):
+        generate_dataset(copy, **params)
+    assert sorted(glob.glob(f'{copy}/*/*/*.png')) == [
+        p for p in before if not p.endswith(osp.join('ann_dir', 'val', '00001.png'))]
 
 
 def test_refuses_foreign_folder(tmp_path):
@@ -146,3 +184,26 @@ def test_mmseg_dataset(tmp_path):
         SyntheticShapesDataset(data_root=str(tmp_path / 'missing'),
                                data_prefix=dict(img_path='img_dir/val',
                                                 seg_map_path='ann_dir/val'))
+
+
+def test_mmseg_dataset_accepts_a_complete_copy_without_marker(tmp_path):
+    pytest.importorskip('mmseg')
+    from mmengine.registry import init_default_scope
+
+    from mmseg_custom.datasets import SyntheticShapesDataset
+    init_default_scope('mmseg')
+
+    generate_dataset(str(tmp_path / 'orig'), num_train=3, num_val=2, size=56, verbose=False)
+    copy = str(tmp_path / 'copy')
+    _copy_without_markers(str(tmp_path / 'orig'), copy)
+
+    def build():
+        return SyntheticShapesDataset(
+            data_root=copy, data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
+            pipeline=[])
+
+    assert len(build()) == 2
+    # An incomplete copy names what is missing.
+    os.remove(osp.join(copy, 'ann_dir', 'val', '00001.png'))
+    with pytest.raises(FileNotFoundError, match='00001.png'):
+        build()

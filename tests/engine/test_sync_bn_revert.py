@@ -30,7 +30,11 @@ def sync_bn_model():
     return model
 
 
-def test_sync_bn_is_replaced_once_with_weights_kept(sync_bn_model, caplog):
+@pytest.mark.parametrize('gpu, where', [(False, 'no GPU'), (True, 'a single process')])
+def test_sync_bn_is_replaced_once_with_weights_kept(sync_bn_model, caplog, monkeypatch, gpu,
+                                                    where):
+    # Both machines are simulated, so the message checked does not depend on this one's GPUs.
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: gpu)
     before = {name: t.clone() for name, t in sync_bn_model.state_dict().items()}
     sync_bns = [n for n, m in sync_bn_model.named_modules() if isinstance(m, nn.SyncBatchNorm)]
     assert any(n.startswith('backbone') for n in sync_bns)
@@ -41,7 +45,7 @@ def test_sync_bn_is_replaced_once_with_weights_kept(sync_bn_model, caplog):
         model = revert_sync_bn_if_unsupported(sync_bn_model, world_size=1, logger=logger)
     assert [r.getMessage() for r in caplog.records] == [
         f'Replaced {len(sync_bns)} SyncBN layers by BN: SyncBN needs several GPU processes, '
-        'this run has no GPU.'
+        f'this run has {where}.'
     ]
     modules = dict(model.named_modules())
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in modules.values())

@@ -88,6 +88,40 @@ def test_batched_slide_equals_mmseg_slide(crop_batch):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
+def slide_segmentor(crop_size, stride):
+    cfg = dict(
+        type='BatchedSlideEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=dict(type='ViTSplit', trunk=dict(type='DINOv2', arch=dict(
+            embed_dims=32, depth=3, num_heads=2)), out_indices=[0, 2], select_layers=[2],
+            channels=32),
+        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
+                         num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
+        test_cfg=ConfigDict(mode='slide', crop_size=crop_size, stride=stride))
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model.eval()
+
+
+def test_slide_crops_that_leave_pixels_uncovered_are_an_error():
+    # Stride above the crop: three crops a side leave rows 42..49 and columns 56..59 in none.
+    model = slide_segmentor(crop_size=(42, 56), stride=(50, 60))
+    metas = [dict(img_shape=(150, 200), ori_shape=(150, 200), img_path='val/0.jpg')]
+    with pytest.raises(ValueError, match=r'val/0.jpg .*stride \(50, 60\) leave pixels of the '
+                       r'height from 42 on in no crop.*model.test_cfg.stride=42,56'):
+        model.slide_inference(torch.randn(1, 3, 150, 200), metas)
+
+
+def test_slide_stride_above_crop_is_fine_where_crops_still_cover():
+    # Two crops a side (the Pascal configs' stride 512 > crop 480 on 520 px images): covered.
+    model = slide_segmentor(crop_size=(42, 56), stride=(50, 60))
+    x, metas = torch.randn(1, 3, 80, 100), [dict(img_shape=(80, 100), ori_shape=(80, 100))]
+    with torch.no_grad():
+        ours = model.slide_inference(x, [dict(m) for m in metas])
+        ref = EncoderDecoder.slide_inference(model, x, [dict(m) for m in metas])
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
 def test_class_weighted_loss_takes_mmseg_path():
     h = head(True, class_weight=[0.5, 1, 2, 1, 1, 3, 0.1]).double()
     logits = torch.randn(1, 7, 5, 5, dtype=torch.float64)

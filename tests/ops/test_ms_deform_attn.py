@@ -244,3 +244,18 @@ def test_module_matches_mmcv(batch_first, ref_dims):
     args = dict(query=query, reference_points=refs, spatial_shapes=shapes,
                 level_start_index=start, key_padding_mask=torch.rand(2, 26) > 0.8)
     torch.testing.assert_close(ours(**args), theirs(**args), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_reference_keeps_locations_in_float32(dtype, monkeypatch):
+    """The fallback samples low-precision values at float32 locations, as the kernels do:
+    on a 64-pixel level, locations rounded to bf16 would move the points by up to 1/4 pixel."""
+    monkeypatch.setattr(msda, '_ext', None)  # the entry point falls back to the reference
+    value, shapes, start, loc, weights = make_inputs([(64, 64), (16, 16)], 2, 2, 4, 50, 4,
+                                                     dtype=torch.float32, low=0.0, high=1.0)
+    value = value.to(dtype)
+    out = multi_scale_deformable_attn(value, shapes, start, loc, weights)
+    # Same low-precision values, everything else in float32, rounded once at the end.
+    expected = multi_scale_deformable_attn_pytorch(value.float(), shapes, loc, weights)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected.to(dtype), rtol=0, atol=0)

@@ -32,6 +32,12 @@ def write_tiny_dataset(root, size=32, seed=0):
 
 
 @pytest.fixture(scope='session')
+def make_tiny_dataset():
+    """``write_tiny_dataset`` for tests that spoil their own copy of the data."""
+    return write_tiny_dataset
+
+
+@pytest.fixture(scope='session')
 def workspace(tmp_path_factory):
     """Working directory of the runs: holds data/tiny_seg, the config's (relative) data_root."""
     root = tmp_path_factory.mktemp('tiny_seg')

@@ -2,7 +2,10 @@
 import os
 import os.path as osp
 import socket
+import shutil
 import stat
+
+import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DIST_TRAIN = osp.join(REPO, 'dist_train.sh')
@@ -44,13 +47,15 @@ def test_slurm_train_builds_the_srun_command(run, tiny_config, tmp_path):
     fake_srun = tmp_path / 'srun'
     fake_srun.write_text('#!/usr/bin/env bash\necho "srun $*"\n')
     fake_srun.chmod(fake_srun.stat().st_mode | stat.S_IEXEC)
+    # The interpreter is given: which one is picked by default is the next test's subject, and
+    # depends on whether this checkout has a .venv.
     proc = run(['bash', SLURM_TRAIN, 'gpu', 'vitsplit', tiny_config, '2', '--seed', '2023'],
-               PATH=f'{tmp_path}:{os.environ["PATH"]}', SRUN_ARGS='--quotatype=auto')
+               PATH=f'{tmp_path}:{os.environ["PATH"]}', SRUN_ARGS='--quotatype=auto',
+               PYTHON='/opt/py3')
     assert proc.returncode == 0, proc.stdout
-    python = osp.join(REPO, '.venv', 'bin', 'python')
     assert proc.stdout.strip() == (
         f'srun -p gpu --job-name=vitsplit --gres=gpu:2 --ntasks=2 --ntasks-per-node=2 '
-        f'--cpus-per-task=5 --kill-on-bad-exit=1 --quotatype=auto {python} -u '
+        f'--cpus-per-task=5 --kill-on-bad-exit=1 --quotatype=auto /opt/py3 -u '
         f'{REPO}/tools/train.py {tiny_config} --launcher slurm --seed 2023')
 
 
@@ -76,3 +81,18 @@ def test_a_busy_port_says_to_change_port(run, tiny_config):
     assert proc.returncode == 2, proc.stdout[-3000:]
     assert proc.stdout.startswith(f'Port {port} is already in use'), proc.stdout[-3000:]
     assert f'Set PORT to a free port, e.g. PORT={port + 1}' in proc.stdout
+
+
+@pytest.mark.parametrize('venv', [True, False], ids=['with .venv', 'without .venv'])
+def test_launcher_python_prefers_the_checkouts_venv(run, tmp_path, venv):
+    """tools/launcher_python.sh in a copy of the repository, with or without its .venv."""
+    tools = tmp_path / 'repo' / 'tools'
+    tools.mkdir(parents=True)
+    shutil.copy(osp.join(REPO, 'tools', 'launcher_python.sh'), tools)
+    python = tmp_path / 'repo' / '.venv' / 'bin' / 'python'
+    if venv:
+        python.parent.mkdir(parents=True)
+        python.write_text('#!/bin/sh\n')
+        python.chmod(0o755)
+    proc = run(['bash', str(tools / 'launcher_python.sh')])
+    assert proc.stdout.strip() == (str(python) if venv else 'python')

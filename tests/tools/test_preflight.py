@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from PIL import Image
 
 from mmseg_custom.utils.preflight import preflight
 
@@ -31,6 +32,9 @@ def test_missing_weights_error_names_url_and_place(repo_dir, tmp_path, monkeypat
         ds.data_root = str(tmp_path)
         for p in ds.data_prefix.values():
             os.makedirs(tmp_path / p, exist_ok=True)
+        # One image and its label: a split that lists nothing is refused before the weights.
+        Image.new('RGB', (8, 8)).save(tmp_path / ds.data_prefix.img_path / '0.jpg')
+        Image.new('L', (8, 8)).save(tmp_path / ds.data_prefix.seg_map_path / '0.png')
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
 
     def offline(*args, **kwargs):

@@ -29,6 +29,17 @@ metainfo = dict(
 pipeline = [
     dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
 
+# tools/test.py --tta: three scales (the UNet needs sides divisible by 4), each also flipped.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0, 1.5)],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
+]
+tta_model = dict(type='SegTTAModel')
+
 train_dataset = dict(
     type='BaseSegDataset', data_root=data_root, metainfo=metainfo, img_suffix='.png',
     seg_map_suffix='.png', pipeline=pipeline,
@@ -59,6 +70,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook', interval=1))
+custom_hooks = [dict(type='SegLabelCheckHook')]
 env_cfg = dict(
     cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))

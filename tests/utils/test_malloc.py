@@ -39,6 +39,9 @@ def faults_per_step(mode):
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='mallopt is glibc-specific')
 def test_keep_freed_memory_stops_page_faults():
     default, kept = faults_per_step('default'), faults_per_step('keep')
-    # 240 MiB freed and reallocated: glibc's defaults fault thousands of pages back in per step.
-    assert default > 5000, default
-    assert kept < 100, kept
+    # By default glibc hands the freed blocks back to the kernel and the next step faults them
+    # in again (about 20000 faults on a 4 KiB-page machine, measured; fewer with larger pages or
+    # transparent huge pages, but at least one per block); kept, the step reuses mapped memory.
+    # Relative to the default count, so page size and huge pages do not decide the outcome.
+    assert default >= 40, default
+    assert kept * 10 <= default, (default, kept)

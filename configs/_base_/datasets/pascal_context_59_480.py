@@ -20,6 +20,23 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# mmseg's multi-scale + flip test-time augmentation (tools/test.py --tta): six scales, each
+# also flipped. Scales are ratios of the single-scale test size, as the original's mmseg 0.x
+# MultiScaleFlipAug read them (mmseg 1.x's own configs scale the raw image instead).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(int(img_scale[0] * r), int(img_scale[1] * r)),
+                  keep_ratio=True) for r in img_ratios],
+            [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+             dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ])
+]
 train_dataloader = dict(
     batch_size=2,  # per GPU; the original runs 8 GPUs: total batch 16
     num_workers=4,

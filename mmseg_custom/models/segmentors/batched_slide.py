@@ -53,6 +53,7 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 y2 = min(h_idx * h_stride + h_crop, h_img)
                 x2 = min(w_idx * w_stride + w_crop, w_img)
                 boxes.append((max(y2 - h_crop, 0), max(x2 - w_crop, 0), y2, x2))
+        _check_crops_cover(boxes, h_img, w_img, self.test_cfg, batch_img_metas)
         preds = inputs.new_zeros((batch_size, self.out_channels, h_img, w_img))
         count = inputs.new_zeros((1, 1, h_img, w_img))
         # Crops of one image all have the same size, so they stack along the batch.
@@ -66,3 +67,24 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 preds[:, :, y1:y2, x1:x2] += logit
                 count[:, :, y1:y2, x1:x2] += 1
         return preds / count
+
+
+def _check_crops_cover(boxes, h_img, w_img, test_cfg, batch_img_metas):
+    """Raise before any crop runs if some pixels lie in no crop (mmseg asserts this afterwards):
+    a stride larger than the crop leaves gaps wherever more than two crops fit on a side."""
+    h_crop, w_crop = test_cfg.crop_size
+    for axis, size, lo, hi in (('height', h_img, 0, 2), ('width', w_img, 1, 3)):
+        covered = 0
+        for start, end in sorted({(box[lo], box[hi]) for box in boxes}):
+            if start > covered:
+                break
+            covered = max(covered, end)
+        if covered < size:
+            path = (batch_img_metas[0].get('img_path', 'the input image')
+                    if batch_img_metas else 'the input image')
+            raise ValueError(
+                f'Slide inference on {path} ({h_img}x{w_img} after the test pipeline): '
+                f'crops of {tuple(test_cfg.crop_size)} at stride {tuple(test_cfg.stride)} leave '
+                f'pixels of the {axis} from {covered} on in no crop. Set model.test_cfg.stride '
+                f'no larger than model.test_cfg.crop_size, e.g. --cfg-options '
+                f'model.test_cfg.stride={h_crop},{w_crop}')
