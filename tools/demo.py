@@ -1,6 +1,7 @@
 """Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/demo_shapes] [--iters N]
+    python tools/demo.py [--trunk dinov2|dinov3] [--work-dir work_dirs/demo]
+        [--data-root data/demo_shapes] [--iters N]
 
 1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
    random colours, so shape and texture decide) unless it is already there;
@@ -29,12 +30,20 @@ from mmseg_custom.utils.malloc import keep_freed_memory
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
+TRUNK_CONFIGS = {  # the same demo on a tiny trunk of each family
+    'dinov2': DEFAULT_CONFIG,
+    'dinov3': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_dinov3.py'),
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
-    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config file')
+    parser.add_argument('--trunk', choices=sorted(TRUNK_CONFIGS), default='dinov2',
+                        help='tiny trunk: dinov2 (patch 14, hand-written) or dinov3 (patch 16, '
+                        'RoPE, 4 storage tokens, through timm)')
+    parser.add_argument('--config', default=None,
+                        help='demo config file (default: the one of --trunk)')
     parser.add_argument('--data-root', default='data/demo_shapes',
                         help='where the synthetic data set is written (reused if complete)')
     parser.add_argument('--work-dir', default='work_dirs/demo',
@@ -48,7 +57,9 @@ def parse_args(argv=None):
                         help='val images to draw predictions for')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. train_dataloader.batch_size=16')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.config = args.config or TRUNK_CONFIGS[args.trunk]
+    return args
 
 
 def scale_schedule(cfg, iters):

@@ -4,7 +4,7 @@ from typing import Iterator, List
 
 from mmengine.config import Config, ConfigDict
 
-from ..models.weights import resolve_weights
+from mmseg.registry import MODELS
 
 PREPARE_DOCS = 'https://mmsegmentation.readthedocs.io/en/latest/user_guides/2_dataset_prepare.html'
 
@@ -33,15 +33,17 @@ def missing_data(cfg: Config, splits=('train', 'val', 'test')) -> List[str]:
     return missing
 
 
-def _pretrained_of(node) -> Iterator[str]:
+def trunk_configs(node) -> Iterator[dict]:
+    """Every config dict in ``node`` whose registered class finds its own weights (the trunks)."""
     if isinstance(node, (dict, ConfigDict)):
-        if node.get('pretrained') and isinstance(node.get('pretrained'), str) and 'type' in node:
-            yield node['pretrained']
+        cls = MODELS.get(node['type']) if isinstance(node.get('type'), str) else None
+        if cls is not None and hasattr(cls, 'find_weights'):
+            yield node
         for v in node.values():
-            yield from _pretrained_of(v)
+            yield from trunk_configs(v)
     elif isinstance(node, (list, tuple)):
         for v in node:
-            yield from _pretrained_of(v)
+            yield from trunk_configs(v)
 
 
 def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True):
@@ -56,5 +58,5 @@ def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True
             '(paths are relative to the working directory), or point the config at it, e.g. '
             "--cfg-options train_dataloader.dataset.data_root=/path val_dataloader.dataset.data_root=/path")
     if weights:
-        for pretrained in _pretrained_of(cfg.model):
-            resolve_weights(pretrained)
+        for trunk in trunk_configs(cfg.model):
+            MODELS.get(trunk['type']).find_weights(trunk)
