@@ -148,7 +148,8 @@ def _resolve_dinov3(name: str, model_name: str) -> str:
 
 
 def read_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
-    """State dict of a weights file or a transformers folder, and the folder's config (or None)."""
+    """State dict of a weights file or a model folder (transformers', or timm's), and the
+    transformers config (None otherwise)."""
     if not osp.isdir(path):
         return read_state_dict(path), None
     config_path = osp.join(path, 'config.json')
@@ -159,6 +160,8 @@ def read_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
             'whole folder, or point model.backbone.trunk.pretrained at a weights file.')
     with open(config_path) as f:
         config = json.load(f)
+    if 'architecture' in config and 'model_type' not in config:
+        config = None  # timm's own folder (save_for_hf): timm's keys
     for name in ('model.safetensors', 'pytorch_model.bin'):
         if osp.isfile(osp.join(path, name)):
             return read_state_dict(osp.join(path, name)), config
