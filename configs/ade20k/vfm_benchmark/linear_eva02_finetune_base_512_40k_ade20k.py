@@ -5,8 +5,9 @@ _base_ = [
     '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
 ]
 crop_size = (512, 512)
+# EVA02-CLIP's normalisation (timm's pretrained_cfg), not ImageNet's.
 model = dict(
-    data_preprocessor=dict(size=crop_size),
+    data_preprocessor=dict(size=crop_size, mean=[122.771, 116.746, 104.094], std=[68.501, 66.632, 70.323]),
     backbone=dict(
         trunk=dict(name='eva02_base_patch16_clip_224.merged2b', pretrained='timm'),
         out_indices=[11],

@@ -5,8 +5,9 @@ _base_ = [
     '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
 ]
 crop_size = (512, 512)
+# SigLIP's normalisation (timm's pretrained_cfg: 0.5, 0.5), not ImageNet's.
 model = dict(
-    data_preprocessor=dict(size=crop_size),
+    data_preprocessor=dict(size=crop_size, mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
     backbone=dict(
         trunk=dict(name='vit_base_patch16_siglip_224.v2_webli', pretrained='timm'),
         out_indices=[11],
