@@ -89,3 +89,14 @@ def test_trains_one_tiny_step(config):
     else:  # full fine-tuning: every trunk block learns
         assert {f'backbone.trunk.model.blocks.{i}' for i in range(model.backbone.trunk.num_layers)
                 } <= {'.'.join(n.split('.')[:5]) for n in trunk_trained}
+
+
+def test_timm_dinov2_base_counts_as_our_dinov2_base():
+    """ViT-Split-B through timm's DINOv2-B trains exactly the parameters of ours on DINOv2-B."""
+    def groups(config):
+        return count_params(build_on_meta(Config.fromfile(osp.join(REPO, 'configs', config))))
+    timm_side = groups('ade20k/vfm_benchmark/linear_dinov2_vitsplit_base_512_40k_ade20k.py')
+    ours = groups('ade20k/vitsplit/linear_dinov2_vitsplit_base_512_20k_ade20k.py')
+    assert timm_side['all']['trainable'] == ours['all']['trainable'] == 40_514_490
+    # timm keeps no mask token (D) and no classifier; the rest of the trunk is the same size.
+    assert ours['backbone.trunk']['total'] - timm_side['backbone.trunk']['total'] == 768
