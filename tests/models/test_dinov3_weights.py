@@ -62,7 +62,8 @@ def meta_state_dict(hf_sd, gated):
         sd[b + 'attn.proj.weight'] = hf_sd[h + 'attention.o_proj.weight']
         sd[b + 'attn.proj.bias'] = hf_sd[h + 'attention.o_proj.bias']
         for n in ('norm1', 'norm2'):
-            sd[b + f'{n}.weight'], sd[b + f'{n}.bias'] = hf_sd[h + f'{n}.weight'], hf_sd[h + f'{n}.bias']
+            for t in ('weight', 'bias'):
+                sd[b + f'{n}.{t}'] = hf_sd[h + f'{n}.{t}']
         sd[b + 'ls1.gamma'] = hf_sd[h + 'layer_scale1.lambda1']
         sd[b + 'ls2.gamma'] = hf_sd[h + 'layer_scale2.lambda1']
         mlp = ({'gate_proj': 'w1', 'up_proj': 'w2', 'down_proj': 'w3'} if gated else
@@ -93,7 +94,8 @@ def layouts(request, tmp_path_factory):
     gated = 'plus' in name
     root = tmp_path_factory.mktemp(name)
     probe = timm.create_model(name, num_classes=0, **timm_kwargs())
-    hidden = probe.blocks[0].mlp.fc1_g.out_features if gated else probe.blocks[0].mlp.fc1.out_features
+    mlp = probe.blocks[0].mlp
+    hidden = mlp.fc1_g.out_features if gated else mlp.fc1.out_features
     config = DINOv3ViTConfig(
         hidden_size=DIM, intermediate_size=hidden, num_hidden_layers=DEPTH,
         num_attention_heads=HEADS, num_register_tokens=4, patch_size=16, image_size=64,
@@ -205,7 +207,8 @@ def hf_cache_file(cache, repo, filename, content=b'x'):
 
 
 def test_name_resolves_to_each_source(empty_caches):
-    hf_dir = osp.dirname(hf_cache_file(empty_caches / 'hf', DINOV3['dinov3_base'][2], 'config.json'))
+    repo = DINOV3['dinov3_base'][2]
+    hf_dir = osp.dirname(hf_cache_file(empty_caches / 'hf', repo, 'config.json'))
     hf_cache_file(empty_caches / 'hf', DINOV3['dinov3_base'][2], 'model.safetensors')
     assert resolve_timm_weights('dinov3_base', 'vit_base_patch16_dinov3') == hf_dir
     timm_file = hf_cache_file(empty_caches / 'hf', 'timm/vit_base_patch16_dinov3.lvd1689m',

@@ -54,7 +54,8 @@ def test_each_trunk_resolves_its_own_weights(repo_dir, tmp_path, monkeypatch):
             os.makedirs(tmp_path / p, exist_ok=True)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
-    meta = tmp_path / 'torch' / 'hub' / 'checkpoints' / 'dinov3_vits16_pretrain_lvd1689m-08c60483.pth'
+    meta = (tmp_path / 'torch' / 'hub' / 'checkpoints' /
+            'dinov3_vits16_pretrain_lvd1689m-08c60483.pth')
     with pytest.raises(FileNotFoundError, match='facebook/dinov3-vits16-pretrain-lvd1689m') as e:
         preflight(cfg, splits=('train', 'val'))
     assert str(meta) in str(e.value) and 'timm/vit_small_patch16_dinov3.lvd1689m' in str(e.value)

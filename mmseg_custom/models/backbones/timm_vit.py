@@ -50,9 +50,8 @@ class TimmViT(Trunk):
         if self.family not in ('VisionTransformer', 'Eva'):
             raise ValueError(f'TimmViT: {name!r} is a timm {self.family}; VisionTransformer and '
                              'Eva models are supported.')
-        patch_drop = getattr(self.model, 'patch_drop', None)
-        if getattr(self.model, 'rope_mixed', False) or not isinstance(patch_drop, (type(None),
-                                                                                   nn.Identity)):
+        patch_drop = type(getattr(self.model, 'patch_drop', None))
+        if getattr(self.model, 'rope_mixed', False) or patch_drop not in (type(None), nn.Identity):
             raise ValueError(f'TimmViT: {name!r} uses per-block RoPE or patch dropout, which the '
                              'trunk interface does not carry.')
         self.model.prune_intermediate_layers(len(self.model.blocks), prune_head=True)
@@ -77,14 +76,9 @@ class TimmViT(Trunk):
 
     def init_weights(self):
         if self.pretrained is None:
-            # timm initialised the model when building it; re-running its init keeps the
-            # behaviour of a freshly built model (mmengine calls init_weights once per build).
-            if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
-                self.model.init_weights()
-            super().init_weights()
+            super().init_weights()  # runs timm's own init_weights() of the model
             return
         load_timm_weights(self.model, self.pretrained, self.name)
-        self._rope_cache.clear()
         self._is_init = True
 
     def rope_table(self, grid: Tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:

@@ -69,7 +69,7 @@ class Trunk(BaseModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, out_indices: Sequence[int]) -> List[torch.Tensor]:
-        """Normed feature maps (B, D, h, w) after each block in ``out_indices`` (repeats allowed)."""
+        """Normed maps (B, D, h, w) after each block in ``out_indices`` (repeats allowed)."""
         tokens, grid = self.tokenize(x)
         wanted = set(out_indices)
         feats = {}
