@@ -111,7 +111,6 @@ def test_patch_size_contradicting_the_config():
 
 def test_weights_of_another_architecture(tmp_path):
     from safetensors.torch import save_file
-    other = build('vit_small_patch16_dinov3')
     deeper = dict(TINY, depth=4)
     path = tmp_path / 'model.safetensors'
     save_file(MODELS.build(dict(type='TimmViT', name='vit_small_patch16_dinov3',
@@ -125,7 +124,6 @@ def test_weights_of_another_architecture(tmp_path):
     save_file(wider.model.state_dict(), str(path))
     with pytest.raises(RuntimeError, match=r'shape mismatches.*\(96'):
         trunk.init_weights()
-    del other
 
 
 def test_weights_of_another_patch_size(tmp_path):
@@ -138,3 +136,27 @@ def test_weights_of_another_patch_size(tmp_path):
                               model_kwargs=dict(TINY)))
     with pytest.raises(ValueError, match=r'patch size \(14, 14\).*patch size \(16, 16\)'):
         trunk.init_weights()
+
+
+def test_transformers_dinov2_folder(tmp_path):
+    """A transformers DINOv2 folder read by the timm DINOv2 trunk gives transformers' own features
+    (at the pretraining grid, where no position interpolation happens)."""
+    from transformers import Dinov2Config, Dinov2Model
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
+                          intermediate_size=256, image_size=518, patch_size=14)
+    hf = Dinov2Model(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / 'hf')
+    trunk = MODELS.build(dict(type='TimmViT', name='vit_base_patch14_dinov2', model_kwargs=TINY,
+                              pretrained=str(tmp_path / 'hf')))
+    trunk.init_weights()
+    x = torch.randn(1, 3, 518, 518)
+    with torch.no_grad():
+        hidden = hf(pixel_values=x, output_hidden_states=True).hidden_states
+        ours = trunk.eval()(x, [1, 2])
+    for i, feat in zip([1, 2], ours):
+        ref = hf.layernorm(hidden[i + 1])[:, 1:].transpose(1, 2).reshape(1, 64, 37, 37)
+        torch.testing.assert_close(feat, ref, atol=1e-5, rtol=1e-5)
