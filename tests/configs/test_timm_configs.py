@@ -100,3 +100,25 @@ def test_timm_dinov2_base_counts_as_our_dinov2_base():
     assert timm_side['all']['trainable'] == ours['all']['trainable'] == 40_514_490
     # timm keeps no mask token (D) and no classifier; the rest of the trunk is the same size.
     assert ours['backbone.trunk']['total'] - timm_side['backbone.trunk']['total'] == 768
+
+
+def test_demo_trunk_dinov3():
+    """`tools/demo.py --trunk dinov3` trains on a tiny DINOv3-architecture trunk: patch 16, RoPE,
+    cls + 4 storage tokens, random and frozen."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('demo_tool', osp.join(REPO, 'tools', 'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    args = demo.parse_args(['--trunk', 'dinov3'])
+    assert args.config.endswith('vitsplit_tiny_shapes_dinov3.py')
+    assert demo.parse_args([]).config == demo.DEFAULT_CONFIG
+    cfg = demo.build_config(args)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    trunk = model.backbone.trunk
+    assert (trunk.patch_size, trunk.num_prefix_tokens, trunk.embed_dims) == (16, 5, 192)
+    assert trunk.rope is not None and trunk.pretrained is None
+    assert not any(p.requires_grad for p in trunk.parameters())
+    tokens, grid = trunk.tokenize(torch.randn(1, 3, 112, 112))
+    assert grid == (7, 7) and tokens.shape == (1, 5 + 49, 192)
