@@ -59,9 +59,9 @@ def flop_counter():
 
 
 def drop_pretrained(node):
-    """Random weights: no download, same compute."""
+    """Random weights, whatever the trunk: no weights file needed, same compute."""
     if isinstance(node, dict):
-        if node.get('type') == 'DINOv2':
+        if 'pretrained' in node and 'type' in node:
             node['pretrained'] = None
         for v in node.values():
             drop_pretrained(v)

@@ -1,6 +1,7 @@
 """Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/demo_shapes] [--iters N]
+    python tools/demo.py [--trunk dinov2|dinov3] [--work-dir work_dirs/demo]
+        [--data-root data/demo_shapes] [--iters N]
     python tools/demo.py --cts [--policy-iters N]   # with content-aware token sharing (30 %)
 
 1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
@@ -37,13 +38,20 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
 CTS_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_cts.py')
 CTS_REDUCTIONS = (0.0, 0.15, 0.3, 0.45)
+TRUNK_CONFIGS = {  # the same demo on a tiny trunk of each family
+    'dinov2': DEFAULT_CONFIG,
+    'dinov3': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_dinov3.py'),
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
-    parser.add_argument('--config', help='demo config file (default: the tiny shapes demo, '
-                        'or its CTS variant with --cts)')
+    parser.add_argument('--trunk', choices=sorted(TRUNK_CONFIGS), default='dinov2',
+                        help='tiny trunk: dinov2 (patch 14, hand-written) or dinov3 (patch 16, '
+                        'RoPE, 4 storage tokens, through timm)')
+    parser.add_argument('--config', default=None, help='demo config file (default: the one '
+                        'of --trunk, or the CTS variant with --cts)')
     parser.add_argument('--cts', action='store_true',
                         help='content-aware token sharing: train the policy, then the model')
     parser.add_argument('--policy-iters', type=int, default=400,
@@ -66,7 +74,7 @@ def parse_args(argv=None):
                         help='override config settings, e.g. train_dataloader.batch_size=16')
     args = parser.parse_args(argv)
     if args.config is None:
-        args.config = CTS_CONFIG if args.cts else DEFAULT_CONFIG
+        args.config = CTS_CONFIG if args.cts else TRUNK_CONFIGS[args.trunk]
     if args.work_dir is None:
         args.work_dir = 'work_dirs/demo_cts' if args.cts else 'work_dirs/demo'
     return args

@@ -8,8 +8,9 @@ from mmengine.registry import DefaultScope
 from mmseg.registry import DATASETS
 from PIL import Image
 
-from ..models.backbones.token_sharing import read_policy_weights
-from ..models.weights import local_rank, resolve_weights
+from mmseg.registry import MODELS
+
+from ..models.weights import local_rank
 
 PREPARE_DOCS = 'https://mmsegmentation.readthedocs.io/en/latest/user_guides/2_dataset_prepare.html'
 
@@ -94,16 +95,18 @@ def check_dataset_contents(cfg: Config, splits=('train', 'val', 'test')):
                             'nearest-neighbour interpolation (or the image), or remove the pair.')
 
 
-def _pretrained_of(node) -> Iterator[Tuple[str, str]]:
-    """(type, pretrained) of every module config that names weights."""
+def weight_configs(node) -> Iterator[dict]:
+    """Every config dict in ``node`` whose registered class finds its own weights
+    (``find_weights``: the trunks, the CTS policy)."""
     if isinstance(node, (dict, ConfigDict)):
-        if node.get('pretrained') and isinstance(node.get('pretrained'), str) and 'type' in node:
-            yield node['type'], node['pretrained']
+        cls = MODELS.get(node['type']) if isinstance(node.get('type'), str) else None
+        if cls is not None and hasattr(cls, 'find_weights'):
+            yield node
         for v in node.values():
-            yield from _pretrained_of(v)
+            yield from weight_configs(v)
     elif isinstance(node, (list, tuple)):
         for v in node:
-            yield from _pretrained_of(v)
+            yield from weight_configs(v)
 
 
 def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True):
@@ -122,8 +125,5 @@ def preflight(cfg: Config, splits=('train', 'val', 'test'), weights: bool = True
     # Before the process group exists: one process per node downloads missing weights now; the
     # others get them in init_weights() once it has (resolve_weights_once_per_node).
     if weights and local_rank() == 0:
-        for type_, pretrained in _pretrained_of(cfg.model):
-            if type_ == 'CTSPolicyNet':  # a local file made by tools/train_cts_policy.py
-                read_policy_weights(pretrained)
-            else:
-                resolve_weights(pretrained)
+        for node in weight_configs(cfg.model):
+            MODELS.get(node['type']).find_weights(node)

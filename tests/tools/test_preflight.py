@@ -44,3 +44,25 @@ def test_missing_weights_error_names_url_and_place(repo_dir, tmp_path, monkeypat
     with pytest.raises(FileNotFoundError, match='dinov2_vits14_pretrain.pth') as e:
         preflight(cfg, splits=('train', 'val'))
     assert str(tmp_path / 'hub' / 'checkpoints') in str(e.value)
+
+
+def test_each_trunk_resolves_its_own_weights(repo_dir, tmp_path, monkeypatch):
+    """A DINOv3 (timm) config: preflight asks the TimmViT trunk, whose error names Meta's file,
+    the Hugging Face repos and where to put them; once the file is there, preflight passes."""
+    cfg = Config.fromfile(osp.join(
+        repo_dir, 'configs/ade20k/vitsplit/linear_dinov3_vitsplit_small_512_40k_ade20k.py'))
+    for split in ('train', 'val'):
+        ds = cfg[f'{split}_dataloader'].dataset
+        ds.data_root = str(tmp_path)
+        for p in ds.data_prefix.values():
+            os.makedirs(tmp_path / p, exist_ok=True)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    meta = (tmp_path / 'torch' / 'hub' / 'checkpoints' /
+            'dinov3_vits16_pretrain_lvd1689m-08c60483.pth')
+    with pytest.raises(FileNotFoundError, match='facebook/dinov3-vits16-pretrain-lvd1689m') as e:
+        preflight(cfg, splits=('train', 'val'))
+    assert str(meta) in str(e.value) and 'timm/vit_small_patch16_dinov3.lvd1689m' in str(e.value)
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(b'')
+    preflight(cfg, splits=('train', 'val'))

@@ -1,31 +1,21 @@
-"""DINOv2 vision transformer: the trunk of ViT-Split, and a plain backbone for baselines.
-
-The trunk interface that ViT-Split relies on (and that any other trunk, e.g. DINOv3, must offer):
-
-* ``tokenize(x) -> (tokens, grid)``: image (B, 3, H, W) to the token sequence (B, N, D), prefix
-  tokens (cls, registers) included, and the patch grid ``(h, w)``. Padding, patch size and position
-  encoding are the trunk's business.
-* ``blocks`` (nn.ModuleList) and ``apply_block(block, tokens, grid)``: run one block (the trunk's
-  own or a trainable copy of it).
-* ``to_map(tokens, grid) -> (B, D, h, w)``: final norm, prefix tokens dropped, reshaped.
-* ``embed_dims``, ``num_layers``, ``num_prefix_tokens``.
-* Token sharing (CTS, see ``token_sharing.py``): ``pad(x, value)`` and
-  ``tokenize_shared(x, shared) -> (tokens, plan)``.
+"""DINOv2 vision transformer, written by hand so that the official checkpoints give the
+original's logits: a trunk (see ``trunk.py`` for the interface) of ViT-Split and the baselines.
+Token sharing (CTS, see ``token_sharing.py``) adds ``pad(x, value)`` and
+``tokenize_shared(x, shared) -> (tokens, plan)``.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmseg.registry import MODELS
-from torch.profiler import record_function
 
 from ..patch_resample import resample_patch_and_grid
-from ..weights import load_dinov2_weights
+from ..weights import load_dinov2_weights, resolve_weights
 from .token_sharing import SharePlan
+from .trunk import DINOv2Backbone, Trunk, centre_pad, check_indices  # noqa: F401 (re-exported)
 
 ARCHS = {
     'small': dict(embed_dims=384, depth=12, num_heads=6, ffn_type='mlp'),
@@ -33,15 +23,6 @@ ARCHS = {
     'large': dict(embed_dims=1024, depth=24, num_heads=16, ffn_type='mlp'),
     'giant': dict(embed_dims=1536, depth=40, num_heads=24, ffn_type='swiglu'),
 }
-
-
-def centre_pad(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
-    """Pad H and W with ``value`` up to multiples of ``multiple``; top/left get ``pad // 2``."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
 
 
 class Attention(nn.Module):
@@ -127,7 +108,7 @@ class PatchEmbed(nn.Module):
 
 
 @MODELS.register_module()
-class DINOv2(BaseModule):
+class DINOv2(Trunk):
     """DINOv2 ViT (Oquab et al., 2023) with the official parameter names.
 
     Args:
@@ -190,6 +171,10 @@ class DINOv2(BaseModule):
             Block(dim, arch['num_heads'], arch.get('ffn_type', 'mlp'),
                   arch.get('mlp_ratio', 4.0), layer_scale_init) for _ in range(self.num_layers))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    @classmethod
+    def find_weights(cls, cfg: dict) -> Optional[str]:
+        return resolve_weights(cfg['pretrained']) if cfg.get('pretrained') else None
 
     def init_weights(self):
         if self.pretrained is None:
@@ -286,54 +271,3 @@ class DINOv2(BaseModule):
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         x = self.norm(tokens)[:, self.num_prefix_tokens:]
         return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-
-    def forward(self, x: torch.Tensor, out_indices: Sequence[int]) -> List[torch.Tensor]:
-        """Normed feature maps (B, D, h, w) after each block in ``out_indices`` (repeats allowed)."""
-        tokens, grid = self.tokenize(x)
-        wanted = set(out_indices)
-        feats = {}
-        for i, blk in enumerate(self.blocks[:max(out_indices) + 1]):
-            tokens = self.apply_block(blk, tokens, grid)
-            if i in wanted:
-                feats[i] = self.to_map(tokens, grid)
-        return [feats[i] for i in out_indices]
-
-
-@MODELS.register_module()
-class DINOv2Backbone(BaseModule):
-    """Plain DINOv2 backbone for baselines: frozen (linear probe) or fully fine-tuned.
-
-    Args:
-        trunk (dict): Config of the trunk (e.g. ``dict(type='DINOv2', arch='small', ...)``).
-        out_indices (Sequence[int]): Blocks whose normed outputs are returned (0-based).
-        frozen (bool): Freeze the trunk (no gradients, eval mode, no autograd graph). Default False.
-    """
-
-    def __init__(self, trunk: dict, out_indices: Sequence[int] = (11, ), frozen: bool = False,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.trunk = MODELS.build(trunk)
-        self.out_indices = list(out_indices)
-        check_indices(self.out_indices, self.trunk.num_layers, 'out_indices')
-        self.frozen = frozen
-        if frozen:
-            self.trunk.requires_grad_(False)
-            self.trunk.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.trunk.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen), \
-                record_function('vitsplit.trunk'):
-            return tuple(self.trunk(x, self.out_indices))
-
-
-def check_indices(indices: Sequence[int], num_layers: int, name: str):
-    bad = [i for i in indices if not 0 <= i < num_layers]
-    if not indices or bad:
-        raise ValueError(f'{name} must be non-empty block indices in [0, {num_layers}); got '
-                         f'{list(indices)}')

@@ -177,6 +177,15 @@ class CTSPolicyNet(BaseModule):
                                           features_only=True, out_indices=(4, ))
         self.head = nn.Conv2d(self.backbone.feature_info.channels()[-1], 2, 1)
 
+    @classmethod
+    def find_weights(cls, cfg: dict) -> Optional[str]:
+        """The local policy file of ``cfg`` (read once to check it; never downloaded), or None.
+        The launchers' preflight calls it, as it calls the trunks'."""
+        if not cfg.get('pretrained'):
+            return None
+        read_policy_weights(cfg['pretrained'])
+        return cfg['pretrained']
+
     def init_weights(self):
         if self.pretrained is None:
             return super().init_weights()

@@ -1,6 +1,6 @@
 """ViT-Split (Li et al., ICCV 2025): a frozen VFM trunk, a tunable task head and a prior head.
 
-See SPEC section 2. The trunk is any module with the interface described in ``dinov2.py``.
+See SPEC section 2. The trunk is any module with the interface described in ``trunk.py``.
 """
 import copy
 import re

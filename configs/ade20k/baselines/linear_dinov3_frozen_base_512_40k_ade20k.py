@@ -1,0 +1,17 @@
+# Baseline on ade20k, crop 512: frozen DINOv3 + linear head (linear probe), DINOv3-B/16 (timm);
+# total batch 2 x 4 GPUs.
+_base_ = [
+    '../../_base_/models/timm_linear.py', '../../_base_/datasets/ade20k_512.py',
+    '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
+]
+crop_size = (512, 512)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        trunk=dict(name='vit_base_patch16_dinov3', pretrained='dinov3_base'),
+        out_indices=[11],
+        frozen=True),
+    decode_head=dict(in_channels=768, channels=768, num_classes=150),
+    test_cfg=dict(crop_size=crop_size, stride=(341, 341)))
+optim_wrapper = dict(optimizer=dict(lr=0.0002))
+train_dataloader = dict(batch_size=2)

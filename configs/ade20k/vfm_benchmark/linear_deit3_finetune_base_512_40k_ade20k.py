@@ -1,0 +1,20 @@
+# VFM benchmark baseline: full fine-tuning of DeiT III-B/16 (IN-21k) (timm) + linear head, ade20k,
+# crop 512, total batch 2 x 4 GPUs.
+_base_ = [
+    '../../_base_/models/timm_linear.py', '../../_base_/datasets/ade20k_512.py',
+    '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
+]
+crop_size = (512, 512)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        trunk=dict(name='deit3_base_patch16_224.fb_in22k_ft_in1k', pretrained='timm'),
+        out_indices=[11],
+        frozen=False),
+    decode_head=dict(in_channels=768, channels=768, num_classes=150),
+    test_cfg=dict(crop_size=crop_size, stride=(341, 341)))
+optim_wrapper = dict(
+    optimizer=dict(lr=0.0002),
+    paramwise_cfg=dict(custom_keys={'backbone.trunk': dict(lr_mult=0.1)}),
+)
+train_dataloader = dict(batch_size=2)

@@ -1,0 +1,130 @@
+"""Any timm ViT as a trunk: the ``VisionTransformer`` family (DINOv2, CLIP, SigLIP, MAE, DeiT III)
+and the ``Eva`` family (DINOv3, EVA02: RoPE), wrapped, not forked."""
+from typing import Dict, Optional, Tuple
+
+import torch
+import timm
+import torch.nn as nn
+from mmseg.registry import MODELS
+from timm.layers import resample_abs_pos_embed
+
+from ..timm_weights import load_timm_weights, resolve_timm_weights
+from .trunk import Trunk, centre_pad
+
+
+@MODELS.register_module()
+class TimmViT(Trunk):
+    """``timm.create_model(name, pretrained=False, ...)`` behind the trunk interface.
+
+    Its maps equal timm's own ``forward_intermediates(x, indices, norm=True)`` of the same model
+    (on the centre-padded input where a side is not a multiple of the patch). The classifier and
+    pooling modules are dropped (timm's ``prune_intermediate_layers(prune_head=True)``).
+
+    Args:
+        name (str): timm model name, optionally with a tag, e.g. 'vit_small_patch16_dinov3',
+            'vit_base_patch16_clip_224.openai'.
+        pretrained (str | None): Weights read in ``init_weights()``: a file (timm's
+            ``model.safetensors``, Meta's DINOv3/DINOv2 ``.pth``), a Hugging Face transformers
+            folder (DINOv3, DINOv2), 'timm' (timm's hub file of ``name`` in the Hugging Face
+            cache) or a DINOv3 name such as 'dinov3_small' (see ``timm_weights.DINOV3``).
+            None: timm's random initialisation. Nothing is downloaded.
+        patch_size (int | None): Expected patch size; an error if ``name`` has another. The
+            model's own patch size is used when None.
+        model_kwargs (dict | None): Extra arguments of ``timm.create_model`` (e.g. a smaller
+            ``embed_dim``/``depth`` for tests and the demo, ``drop_path_rate``).
+    """
+
+    def __init__(self, name: str, pretrained: Optional[str] = None,
+                 patch_size: Optional[int] = None, model_kwargs: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if not timm.is_model(name.split('.')[0]):
+            close = timm.list_models(f'*{name.split(".")[0].split("_")[0]}*')[:8]
+            raise ValueError(f'TimmViT: unknown timm model {name!r} (timm {timm.__version__}); '
+                             f'similar names: {close}. See timm.list_models().')
+        self.name = name
+        self.pretrained = pretrained
+        kwargs = dict(num_classes=0, dynamic_img_size=True, **(model_kwargs or {}))
+        self.model = timm.create_model(name, pretrained=False, **kwargs)
+        self.family = type(self.model).__name__
+        if self.family not in ('VisionTransformer', 'Eva'):
+            raise ValueError(f'TimmViT: {name!r} is a timm {self.family}; VisionTransformer and '
+                             'Eva models are supported.')
+        patch_drop = type(getattr(self.model, 'patch_drop', None))
+        if getattr(self.model, 'rope_mixed', False) or patch_drop not in (type(None), nn.Identity):
+            raise ValueError(f'TimmViT: {name!r} uses per-block RoPE or patch dropout, which the '
+                             'trunk interface does not carry.')
+        self.model.prune_intermediate_layers(len(self.model.blocks), prune_head=True)
+        self.embed_dims = self.model.embed_dim
+        self.num_layers = len(self.model.blocks)
+        self.patch_size = self.model.patch_embed.patch_size[0]
+        if patch_size is not None and patch_size != self.patch_size:
+            raise ValueError(f'TimmViT: the config says patch_size={patch_size}, but {name!r} has '
+                             f'patch size {self.patch_size}: fix one of them.')
+        self.num_prefix_tokens = self.model.num_prefix_tokens
+        self.rope = getattr(self.model, 'rope', None)
+        self._rope_cache: Dict[tuple, torch.Tensor] = {}
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    @classmethod
+    def find_weights(cls, cfg: dict) -> Optional[str]:
+        pretrained = cfg.get('pretrained')
+        return resolve_timm_weights(pretrained, cfg['name']) if pretrained else None
+
+    def init_weights(self):
+        if self.pretrained is None:
+            super().init_weights()  # runs timm's own init_weights() of the model
+            return
+        load_timm_weights(self.model, self.pretrained, self.name)
+        self._is_init = True
+
+    def rope_table(self, grid: Tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
+        """Rotary table of a grid, cached per grid and device (None without RoPE)."""
+        if self.rope is None:
+            return None
+        if self.rope.training and getattr(self.rope, 'aug_active', False):
+            return self.rope.get_embed(shape=list(grid)).to(device)  # random per step
+        key = (grid, device)
+        if key not in self._rope_cache:
+            self._rope_cache[key] = self.rope.get_embed(shape=list(grid)).to(device)
+        return self._rope_cache[key]
+
+    def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Centre-pad, embed patches, add prefix tokens and absolute positions as timm does."""
+        m = self.model
+        x = m.patch_embed(centre_pad(x, self.patch_size))  # (B, h, w, D): dynamic_img_size
+        grid = tuple(x.shape[1:3])
+        x = m._pos_embed(x) if self.family == 'VisionTransformer' else self._eva_pos_embed(x)
+        return m.norm_pre(x), grid
+
+    def _eva_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``Eva._pos_embed`` without its rotary half, which would rebuild the RoPE table on every
+        call (``rope_table`` caches it)."""
+        m = self.model
+        B, h, w, D = x.shape
+        x = x.reshape(B, h * w, D)
+        prefix = [t.expand(B, -1, -1) for t in (m.cls_token, m.reg_token) if t is not None]
+        pos = None
+        if m.pos_embed is not None:
+            pos = resample_abs_pos_embed(
+                m.pos_embed, new_size=(h, w), old_size=m.patch_embed.grid_size,
+                num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens)
+        if m.no_embed_class and pos is not None:
+            x = x + pos
+        x = torch.cat(prefix + [x], dim=1)
+        if not m.no_embed_class and pos is not None:
+            x = x + pos
+        return m.pos_drop(x)
+
+    def apply_block(self, block: nn.Module, tokens: torch.Tensor,
+                    grid: Tuple[int, int]) -> torch.Tensor:
+        if self.rope is None:
+            return block(tokens)
+        return block(tokens, rope=self.rope_table(grid, tokens.device))
+
+    def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        x = self.model.norm(tokens)[:, self.num_prefix_tokens:]
+        return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
