@@ -401,6 +401,8 @@ def summarize(results):
         groups.setdefault((r['dataset'], r['trunk'], r['method']), []).append(r)
     rows = []
     for (dataset, trunk, method), runs in groups.items():
+        # cells still running or queued count only where nothing else is known
+        runs = [r for r in runs if r.get('status') != 'pending'] or runs
         ok = [r for r in runs if r.get('status') == 'ok' and r.get('mIoU') is not None]
         row = dict(dataset=dataset, trunk=trunk, method=method, seeds=len(ok), runs=len(runs))
         for field in ('mIoU', 'train_seconds', 'peak_mib'):

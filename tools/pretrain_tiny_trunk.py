@@ -12,9 +12,9 @@ supervised blocks, through one linear layer each (the tokens must hold it linear
 textures are not the demo's classes (see ``pretext_shapes``).
 
 The weights are saved as fp16 safetensors in the trunk's own state-dict layout (the official
-DINOv2 layout for ``DINOv2``), which its ``pretrained=`` argument loads; a JSON log (losses, held-out
-accuracies, seconds) goes beside them. Same seed, same thread count, same machine and torch:
-the same bytes (data and initialisation come from the seed alone; see the README).
+DINOv2 layout for ``DINOv2``), which its ``pretrained=`` argument loads; a JSON log (losses,
+held-out accuracies, seconds) goes beside them. Same seed, thread count, machine and torch: the
+same bytes (data and initialisation come from the seed alone; see the README).
 """
 import argparse
 import hashlib

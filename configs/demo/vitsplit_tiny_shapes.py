@@ -1,7 +1,8 @@
 # Embedded demo: a tiny ViT-Split (DINOv2 architecture, dim 192, depth 6) on a frozen trunk
 # pretrained on a synthetic pretext of other shapes and textures (tools/pretrain_tiny_trunk.py,
-# weights in assets/) learns the synthetic shapes data set on a CPU in minutes. Run it with `python tools/demo.py`,
-# which writes the data set first; `tools/train.py` works too once the data exists.
+# weights in assets/) learns the synthetic shapes data set on a CPU in minutes. Run it with
+# `python tools/demo.py`, which writes the data set first; `tools/train.py` works too once the
+# data exists.
 _base_ = [
     '../_base_/models/vitsplit_linear.py', '../_base_/schedules/vitsplit_40k.py',
     '../_base_/default_runtime.py'

@@ -1,4 +1,4 @@
-"""The pretext data of the tiny trunks: deterministic, consistent labels, outlines where they are."""
+"""The tiny trunks' pretext data: deterministic, consistent labels, outlines where they are."""
 import torch
 
 from mmseg_custom.datasets.pretext_shapes import SHAPES, TEXTURES, _outline, pretext_batch

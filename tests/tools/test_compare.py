@@ -1,4 +1,4 @@
-"""tools/compare.py: a 2x2 matrix on tiny shapes data, failed cells, reruns, dry runs, collecting."""
+"""tools/compare.py: a 2x2 matrix on tiny shapes data, failed cells, reruns, dry runs, reading."""
 import importlib.util
 import json
 import os.path as osp
@@ -21,7 +21,8 @@ def compare():
 
 
 def tiny_options(root):
-    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+    return [f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
             f'test_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=2',
             'val_dataloader.batch_size=2']
 
