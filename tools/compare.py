@@ -190,8 +190,6 @@ def prepare_shapes_data(cfg):
 
 def run_cell(directory):
     """Train the cell in ``directory`` (its config.py) and write ``result.json``."""
-    import resource  # noqa: F401  (Linux only: the tool reads /proc for peak RSS)
-
     import torch
     from mmengine.config import Config
     from mmengine.hooks import Hook

@@ -27,7 +27,7 @@ def tiny_options(root):
             'val_dataloader.batch_size=2']
 
 
-@pytest.mark.slow  # five cells, each a process that imports mmseg: ~1 min on 2 idle cores
+@pytest.mark.slow  # five cells, each a process importing mmseg (20 min on the loaded 2 cores)
 def test_two_by_two_matrix_failed_cell_and_rerun(compare, tmp_path, monkeypatch, capsys):
     data = str(tmp_path / 'data')
     generate_dataset(data, num_train=4, num_val=2, verbose=False, workers=1)
