@@ -1,0 +1,497 @@
+"""Benchmark matrix: trunk x method x dataset, one recipe (the protocol of Kerssies et al.,
+"How to Benchmark Vision Foundation Models for Semantic Segmentation?", CVPR-W 2024).
+
+    python tools/compare.py [--datasets shapes] [--trunks dinov2_tiny] \
+        [--methods linear vitsplit finetune] [--seeds 0 1 2] [--iters N] [--work-dir DIR]
+    python tools/compare.py --datasets ade20k cityscapes --trunks dinov2_s --dry-run [--slurm P]
+    python tools/compare.py --collect DIR        # the table of finished cells under DIR
+
+Each cell (dataset, trunk, method, seed) is the dataset's ViT-Split config for that trunk (the
+recipe: optimizer, schedule, data, decode head) with the method's overrides from ``METHODS``, run
+by mmengine's Runner in its own process; its config, logs and ``result.json`` stay in
+``DIR/<dataset>/<trunk>/<method>/seed<k>/``. A rerun skips cells that have a result; a cell that
+fails is a row of the table, with its error, not the end of the run. The table (mIoU mean +- std
+over seeds, trainable parameters, training time, peak memory, rank per dataset) is printed and
+written to ``DIR/results.json`` and ``DIR/results.png`` (mIoU against training time, one marker
+per method). Training time is the sum of the training iterations' wall times (data loading
+included, validation not); peak memory is CUDA's peak allocation, or on the CPU the process's
+peak RSS above what it held before training.
+
+``--dry-run`` writes every cell's config and prints its launch command (``dist_train.sh`` or,
+with ``--slurm PARTITION``, ``slurm_train.sh``) instead of running it; ``--collect`` then reads
+the finished work dirs (mmengine's ``vis_data/scalars.json``) into the same table.
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import shlex
+import subprocess
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _cfg(path):
+    return osp.join('configs', path)
+
+
+# dataset -> trunk -> the ViT-Split config that sets the recipe for every method, the overrides
+# that make the trunk (on top of that config), and the GPUs of its launch command.
+BENCHMARKS = {
+    'shapes': {
+        'dinov2_tiny': dict(config=_cfg('demo/vitsplit_tiny_shapes.py'), gpus=1),
+        'dinov2_tiny_random': dict(config=_cfg('demo/vitsplit_tiny_shapes.py'), gpus=1,
+                                   overrides={'model.backbone.trunk.pretrained': None}),
+    },
+    'ade20k': {
+        size: dict(config=_cfg(f'ade20k/vitsplit/linear_dinov2_vitsplit_{name}_512_20k_ade20k.py'),
+                   gpus=4)
+        for size, name in (('dinov2_s', 'small'), ('dinov2_b', 'base'), ('dinov2_l', 'large'))
+    },
+    'cityscapes': {
+        size: dict(config=_cfg(
+            f'cityscapes/vitsplit/linear_dinov2_vitsplit_{name}_896_20k_cityscapes.py'), gpus=8)
+        for size, name in (('dinov2_s', 'small'), ('dinov2_b', 'base'), ('dinov2_l', 'large'))
+    },
+    'pascal_context': {
+        size: dict(config=_cfg(f'pascal_context/vitsplit/linear_dinov2_vitsplit_{name}_480_20k_'
+                               'pascal_context_59.py'), gpus=8)
+        for size, name in (('dinov2_b', 'base'), ('dinov2_l', 'large'))
+    },
+}
+
+
+def _last_block(backbone):
+    return max(backbone.select_layers)
+
+
+def _plain_trunk(backbone, frozen):
+    """The ViT-Split config's trunk as a plain backbone: its last task-head block's output."""
+    return dict(_delete_=True, type='DINOv2Backbone', trunk=copy.deepcopy(backbone.trunk),
+                out_indices=[_last_block(backbone)], frozen=frozen)
+
+
+# method -> function of the ViT-Split backbone config giving the config overrides of the method.
+# A method added here (e.g. a PEFT adapter) is one more entry; its overrides may replace
+# model.backbone (keep backbone.trunk) and set the optimizer's paramwise_cfg.
+METHODS = {
+    'linear': lambda backbone: {'model.backbone': _plain_trunk(backbone, frozen=True)},
+    'finetune': lambda backbone: {
+        'model.backbone': _plain_trunk(backbone, frozen=False),
+        # the original recipe's fine-tuning: the pretrained trunk at 0.1x the lr
+        'optim_wrapper.paramwise_cfg': dict(
+            _delete_=True, custom_keys={'backbone.trunk': dict(lr_mult=0.1)}),
+    },
+    'vitsplit': lambda backbone: {},
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train and compare segmentation methods over trunks and datasets.')
+    parser.add_argument('--datasets', nargs='+', default=['shapes'], choices=sorted(BENCHMARKS))
+    parser.add_argument('--trunks', nargs='+', default=None,
+                        help='trunk names of the datasets\' rows in BENCHMARKS (default: the '
+                        'first trunk of each dataset)')
+    parser.add_argument('--methods', nargs='+', default=['linear', 'vitsplit', 'finetune'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
+    parser.add_argument('--iters', type=int, default=None,
+                        help='training iterations of every cell (schedule scaled to fit); '
+                        'default: each config\'s own')
+    parser.add_argument('--work-dir', default='work_dirs/compare')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='overrides applied to every cell (mmengine --cfg-options syntax)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='write the cell configs and print their launch commands only')
+    parser.add_argument('--slurm', metavar='PARTITION',
+                        help='with --dry-run: slurm_train.sh commands for this partition')
+    parser.add_argument('--collect', nargs='+', metavar='DIR',
+                        help='print the table of the finished cells under these dirs, run nothing')
+    parser.add_argument('--verbose', action='store_true', help='show the cells\' training logs')
+    parser.add_argument('--run-cell', metavar='CELL_DIR', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f'unknown method(s) {unknown}; known: {sorted(METHODS)} (add one to METHODS)')
+    if args.slurm and not args.dry_run:
+        parser.error('--slurm only shapes the commands of --dry-run')
+    return args
+
+
+def cell_dir(work_dir, dataset, trunk, method, seed):
+    return osp.join(work_dir, dataset, trunk, method, f'seed{seed}')
+
+
+def plan(args):
+    """The cells of the matrix: (dataset, trunk, method, seed, benchmark row)."""
+    cells = []
+    for dataset in args.datasets:
+        rows = BENCHMARKS[dataset]
+        trunks = args.trunks or [next(iter(rows))]
+        missing = [t for t in trunks if t not in rows]
+        if missing and args.trunks and len(args.datasets) == 1:
+            raise SystemExit(f'compare.py: dataset {dataset!r} has no trunk(s) {missing}; '
+                             f'its trunks: {sorted(rows)} (add rows to BENCHMARKS)')
+        for trunk in (t for t in trunks if t in rows):
+            for method in args.methods:
+                cells += [(dataset, trunk, method, seed, rows[trunk]) for seed in args.seeds]
+    # seed by seed: a run stopped early has every method's first seeds
+    cells.sort(key=lambda c: args.seeds.index(c[3]))
+    if not cells:
+        raise SystemExit('compare.py: no cell to run: no dataset has the trunks '
+                         f'{args.trunks}; see BENCHMARKS')
+    return cells
+
+
+def cell_config(row, method, seed, iters, cfg_options):
+    """The merged config of one cell."""
+    from mmengine.config import Config, DictAction
+
+    from mmseg_custom.utils.schedule import scale_schedule
+    cfg = Config.fromfile(osp.join(REPO, row['config']))
+    cfg.merge_from_dict(row.get('overrides', {}))
+    cfg.merge_from_dict(METHODS[method](cfg.model.backbone))
+    if cfg_options:
+        parsed = argparse.Namespace()
+        DictAction(option_strings=[], dest='o')(None, parsed, cfg_options)
+        cfg.merge_from_dict(parsed.o)
+    cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
+    if iters is not None:
+        scale_schedule(cfg, iters)
+    # one validation, at the end: the table's mIoU; one checkpoint there too
+    cfg.train_cfg.val_interval = cfg.train_cfg.max_iters
+    cfg.default_hooks.checkpoint.interval = cfg.train_cfg.max_iters
+    cfg.default_hooks.checkpoint.save_best = None
+    return cfg
+
+
+def launch_command(config, work_dir, gpus, seed, slurm, job):
+    if slurm:
+        cmd = ['bash', 'slurm_train.sh', slurm, job, config, str(gpus)]
+    else:
+        cmd = ['bash', 'dist_train.sh', config, str(gpus)]
+    return ' '.join(shlex.quote(c) for c in cmd + ['--work-dir', work_dir, '--seed', str(seed)])
+
+
+def prepare_shapes_data(cfg):
+    """The embedded data set is written on first use, like the demo does."""
+    from mmseg_custom.datasets import generate_dataset
+    from mmseg_custom.datasets.synthetic_shapes import MARKER
+    root = cfg.train_dataloader.dataset.data_root
+    if not osp.isfile(osp.join(root, MARKER)):
+        generate_dataset(root)
+
+
+# ---------------------------------------------------------------- one cell, in its own process
+
+def run_cell(directory):
+    """Train the cell in ``directory`` (its config.py) and write ``result.json``."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmseg.registry import RUNNERS
+
+    import mmseg_custom  # noqa: F401
+    from mmseg_custom.engine import PortableRunner
+    from mmseg_custom.utils.malloc import keep_freed_memory
+
+    keep_freed_memory()
+    cfg = Config.fromfile(osp.join(directory, 'config.py'))
+    cfg.work_dir = directory
+
+    class Recorder(Hook):
+        """Trainable parameters, summed training-iteration time, peak memory, final metrics."""
+        priority = 'VERY_LOW'
+
+        def __init__(self):
+            self.train_seconds, self.metrics, self.idle = 0.0, None, 0
+
+        def before_train(self, runner):
+            model = runner.model
+            self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            self.cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+            if self.cuda:
+                torch.cuda.reset_peak_memory_stats()
+                self.idle = torch.cuda.memory_allocated()
+            else:
+                self.idle = _rss('VmRSS')
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')  # peak RSS := current RSS
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self._start = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.train_seconds += time.perf_counter() - self._start
+
+        def after_val_epoch(self, runner, metrics=None):
+            self.metrics = dict(metrics or {})
+            self.peak = ((torch.cuda.max_memory_allocated() if self.cuda else _rss('VmHWM'))
+                         - self.idle)
+
+    recorder = Recorder()
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else PortableRunner.from_cfg(cfg)
+    runner.register_hook(recorder)
+    runner.train()
+    with open(osp.join(directory, 'cell.json')) as f:
+        result = json.load(f)
+    result.update(status='ok', mIoU=recorder.metrics.get('mIoU'),
+                  trainable=recorder.trainable, train_seconds=round(recorder.train_seconds, 2),
+                  peak_mib=round(recorder.peak / 2**20, 1), iters=cfg.train_cfg.max_iters,
+                  device='cuda' if recorder.cuda else 'cpu', threads=torch.get_num_threads())
+    _write_json(osp.join(directory, 'result.json'), result)
+
+
+def _rss(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _write_json(path, obj):
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the matrix
+
+def run_matrix(args):
+    from mmengine.utils import ProgressBar
+
+    cells = plan(args)
+    results, commands = [], []
+    todo = []
+    for dataset, trunk, method, seed, row in cells:
+        directory = cell_dir(args.work_dir, dataset, trunk, method, seed)
+        key = dict(dataset=dataset, trunk=trunk, method=method, seed=seed)
+        done = _read_json(osp.join(directory, 'result.json'))
+        if done and done.get('status') == 'ok' and not args.dry_run:
+            results.append(done)  # finished by an earlier run: kept as it is
+            continue
+        try:
+            cfg = cell_config(row, method, seed, args.iters, args.cfg_options)
+        except Exception as e:  # a method that does not fit this trunk's config: a failed cell
+            results.append(dict(key, status='failed', error=f'config: {type(e).__name__}: {e}'))
+            continue
+        os.makedirs(directory, exist_ok=True)
+        cfg.dump(osp.join(directory, 'config.py'))
+        _write_json(osp.join(directory, 'cell.json'), key)
+        if args.dry_run:
+            job = f'{dataset}-{trunk}-{method}-s{seed}'
+            commands.append(launch_command(osp.join(directory, 'config.py'), directory,
+                                           row['gpus'], seed, args.slurm, job))
+            continue
+        if dataset == 'shapes':
+            prepare_shapes_data(cfg)
+        todo.append((key, directory))
+    if args.dry_run:
+        print('\n'.join(commands))
+        print(f'# {len(commands)} cells; after they finish: python tools/compare.py '
+              f'--collect {args.work_dir}')
+        return results
+    skipped = len(results)
+    if skipped:
+        print(f'{skipped} cell(s) already done in {args.work_dir}: kept')
+    bar = ProgressBar(len(todo)) if todo else None
+    for key, directory in todo:
+        results.append(run_one(key, directory, args.verbose))
+        bar.update()
+    if todo:
+        print()
+    report(results, args.work_dir)
+    return results
+
+
+def run_one(key, directory, verbose):
+    """Run one cell in a fresh process; a failure becomes a failed row with its error."""
+    log = osp.join(directory, 'run.log')
+    cmd = [sys.executable, osp.abspath(__file__), '--run-cell', directory]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+    with open(log, 'w') as f:
+        proc = subprocess.run(cmd, cwd=os.getcwd(), env=env, stdout=None if verbose else f,
+                              stderr=subprocess.STDOUT)
+    result = _read_json(osp.join(directory, 'result.json'))
+    if proc.returncode == 0 and result:
+        return result
+    tail = ''
+    if osp.isfile(log):
+        with open(log) as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        tail = lines[-1] if lines else ''
+    failed = dict(key, status='failed', error=f'exit {proc.returncode}: {tail}'[:300], log=log)
+    _write_json(osp.join(directory, 'result.json'), failed)
+    return failed
+
+
+def _read_json(path):
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------- reading finished work dirs
+
+def collect(dirs):
+    """Results of every cell under ``dirs``: its result.json, else its mmengine logs."""
+    results = []
+    for root in dirs:
+        for key_file in sorted(glob.glob(osp.join(root, '**', 'cell.json'), recursive=True)):
+            directory = osp.dirname(key_file)
+            result = _read_json(osp.join(directory, 'result.json'))
+            if result is None:
+                result = read_work_dir(directory, _read_json(key_file))
+            results.append(result)
+    return results
+
+
+def read_work_dir(directory, key):
+    """A cell launched by dist_train.sh/slurm_train.sh: mIoU, time and memory from its logs."""
+    runs = sorted(glob.glob(osp.join(directory, '*', 'vis_data', 'scalars.json')))
+    if not runs:
+        return dict(key, status='pending', error='no training log yet')
+    records = []
+    with open(runs[-1]) as f:
+        for line in f:
+            records.append(json.loads(line))
+    mious = [r['mIoU'] for r in records if 'mIoU' in r]
+    times = [(r['step'], r['time']) for r in records if 'time' in r and 'loss' in r]
+    memory = [r['memory'] for r in records if 'memory' in r]
+    result = dict(key, status='ok' if mious else 'pending', mIoU=mious[-1] if mious else None,
+                  iters=times[-1][0] if times else None,
+                  # logged times are window means per log interval: their mean x iterations
+                  train_seconds=(round(sum(t for _, t in times) / len(times) * times[-1][0], 1)
+                                 if times else None),
+                  peak_mib=max(memory) if memory else None)
+    try:
+        from mmengine.config import Config
+
+        from mmseg_custom.utils.params import build_on_meta
+        model = build_on_meta(Config.fromfile(osp.join(directory, 'config.py')))
+        result['trainable'] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    except Exception as e:  # the table still shows the rest
+        result['trainable'] = None
+        result['error'] = f'trainable parameters: {type(e).__name__}: {e}'[:200]
+    return result
+
+
+# ---------------------------------------------------------------- the table and the plot
+
+def summarize(results):
+    """Rows per (dataset, trunk, method): mean/std over seeds, rank within the dataset."""
+    import numpy as np
+    groups = {}
+    for r in results:
+        groups.setdefault((r['dataset'], r['trunk'], r['method']), []).append(r)
+    rows = []
+    for (dataset, trunk, method), runs in groups.items():
+        # cells still running or queued count only where nothing else is known
+        runs = [r for r in runs if r.get('status') != 'pending'] or runs
+        ok = [r for r in runs if r.get('status') == 'ok' and r.get('mIoU') is not None]
+        row = dict(dataset=dataset, trunk=trunk, method=method, seeds=len(ok), runs=len(runs))
+        for field in ('mIoU', 'train_seconds', 'peak_mib'):
+            values = [r[field] for r in ok if r.get(field) is not None]
+            row[field] = float(np.mean(values)) if values else None
+            row[field + '_std'] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            row[field + '_min'] = float(min(values)) if values else None
+            row[field + '_max'] = float(max(values)) if values else None
+        row['trainable'] = next((r['trainable'] for r in ok if r.get('trainable') is not None),
+                                None)
+        errors = [r.get('error') for r in runs if r.get('status') != 'ok']
+        row['error'] = errors[0] if errors else None
+        rows.append(row)
+    for dataset in {r['dataset'] for r in rows}:
+        ranked = sorted((r for r in rows if r['dataset'] == dataset and r['mIoU'] is not None),
+                        key=lambda r: -r['mIoU'])
+        for i, r in enumerate(ranked):
+            r['rank'] = i + 1
+    rows.sort(key=lambda r: (r['dataset'], r.get('rank') or 1e9, r['trunk'], r['method']))
+    return rows
+
+
+def format_table(rows):
+    def pm(mean, std, fmt):
+        if mean is None:
+            return '-'
+        return fmt.format(mean) + (f' ± {fmt.format(std)}' if std is not None else '')
+
+    header = ['dataset', 'trunk', 'method', 'mIoU (%)', 'seeds', 'trainable', 'train time (s)',
+              'peak mem (MiB)', 'rank']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * 3 + '---:|' * 6]
+    for r in rows:
+        trainable = f'{r["trainable"] / 1e6:.2f}M' if r['trainable'] is not None else '-'
+        cells = [r['dataset'], r['trunk'], r['method'], pm(r['mIoU'], r['mIoU_std'], '{:.1f}'),
+                 f'{r["seeds"]}/{r["runs"]}', trainable,
+                 pm(r['train_seconds'], r['train_seconds_std'], '{:.0f}'),
+                 pm(r['peak_mib'], None, '{:.0f}'), str(r.get('rank', '-'))]
+        if r['error'] and r['seeds'] < r['runs']:
+            cells[3] = f'FAILED ({r["error"][:60]})' if r['seeds'] == 0 else cells[3] + ' (!)'
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+MARKERS = {'linear': 'o', 'vitsplit': '*', 'finetune': 's'}
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r['dataset'] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    trunks = sorted({r['trunk'] for r in rows})
+    colours = {t: f'C{i}' for i, t in enumerate(trunks)}
+    extra = iter('^vDPXph<>')
+    for ax, dataset in zip(axes[0], datasets):
+        for r in (r for r in rows if r['dataset'] == dataset and r['mIoU'] is not None):
+            marker = MARKERS.get(r['method']) or MARKERS.setdefault(r['method'], next(extra))
+            ax.errorbar(r['train_seconds'], r['mIoU'], yerr=r['mIoU_std'] or 0,
+                        xerr=r['train_seconds_std'] or 0, marker=marker, markersize=10,
+                        color=colours[r['trunk']], capsize=3, linestyle='none',
+                        label=f'{r["method"]} ({r["trunk"]})')
+        ax.set(title=dataset, xlabel='training time (s)', ylabel='mIoU (%)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(results, out_dir):
+    rows = summarize(results)
+    print(format_table(rows))
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json(osp.join(out_dir, 'results.json'), dict(rows=rows, cells=results))
+    if any(r['mIoU'] is not None for r in rows):
+        plot(rows, osp.join(out_dir, 'results.png'))
+    print(f'table: {osp.join(out_dir, "results.json")}, plot: {osp.join(out_dir, "results.png")}')
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.run_cell:
+        return run_cell(args.run_cell)
+    if args.collect:
+        return report(collect(args.collect), args.work_dir if args.work_dir != 'work_dirs/compare'
+                      else args.collect[0])
+    return run_matrix(args)
+
+
+if __name__ == '__main__':
+    main()
