@@ -77,6 +77,11 @@ def main():
                              f'(the segmentor of our configs), got {cfg.model.type}')
         cfg.model.test_cfg.update(amp=args.amp, compile=args.compile)
     if args.tta:
+        if 'tta_pipeline' not in cfg or 'pipeline' not in cfg.test_dataloader.dataset:
+            sys.exit(f'--tta: {args.config} has no single test pipeline to augment (a test set '
+                     'of several domains, as in the Rein configs, is tested per domain at its own '
+                     'scale). Test without --tta, or give the config one test dataset and a '
+                     'tta_pipeline (see configs/_base_/datasets/ade20k_512.py).')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
