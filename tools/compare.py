@@ -43,8 +43,8 @@ def _cfg(path):
 # that make the trunk (on top of that config), and the GPUs of its launch command.
 BENCHMARKS = {
     'shapes': {
-        'dinov2_tiny': dict(config=_cfg('demo/vitsplit_tiny_shapes.py'), gpus=1),
-        'dinov2_tiny_random': dict(config=_cfg('demo/vitsplit_tiny_shapes.py'), gpus=1,
+        'dinov2_tiny': dict(config=_cfg('demo/vitsplit_tiny_shapes_pretrained.py'), gpus=1),
+        'dinov2_tiny_random': dict(config=_cfg('demo/vitsplit_tiny_shapes_pretrained.py'), gpus=1,
                                    overrides={'model.backbone.trunk.pretrained': None}),
     },
     'ade20k': {

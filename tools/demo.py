@@ -1,6 +1,6 @@
 """Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
 
-    python tools/demo.py [--trunk dinov2|dinov3] [--work-dir work_dirs/demo]
+    python tools/demo.py [--trunk dinov2|dinov2-pretrained|dinov3] [--work-dir work_dirs/demo]
         [--data-root data/demo_shapes] [--iters N]
     python tools/demo.py --cts [--policy-iters N]   # with content-aware token sharing (30 %)
 
@@ -40,6 +40,7 @@ CTS_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_cts.py')
 CTS_REDUCTIONS = (0.0, 0.15, 0.3, 0.45)
 TRUNK_CONFIGS = {  # the same demo on a tiny trunk of each family
     'dinov2': DEFAULT_CONFIG,
+    'dinov2-pretrained': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_pretrained.py'),
     'dinov3': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_dinov3.py'),
 }
 
@@ -48,8 +49,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
     parser.add_argument('--trunk', choices=sorted(TRUNK_CONFIGS), default='dinov2',
-                        help='tiny trunk: dinov2 (patch 14, hand-written) or dinov3 (patch 16, '
-                        'RoPE, 4 storage tokens, through timm)')
+                        help='tiny frozen trunk: dinov2 (random, patch 14, hand-written), '
+                        'dinov2-pretrained (the same, pretrained: assets/) or dinov3 (random, '
+                        'patch 16, RoPE, 4 storage tokens, through timm)')
     parser.add_argument('--config', default=None, help='demo config file (default: the one '
                         'of --trunk, or the CTS variant with --cts)')
     parser.add_argument('--cts', action='store_true',

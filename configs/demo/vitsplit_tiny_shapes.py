@@ -1,8 +1,7 @@
-# Embedded demo: a tiny ViT-Split (DINOv2 architecture, dim 192, depth 6) on a frozen trunk
-# pretrained on a synthetic pretext of other shapes and textures (tools/pretrain_tiny_trunk.py,
-# weights in assets/) learns the synthetic shapes data set on a CPU in minutes. Run it with
-# `python tools/demo.py`, which writes the data set first; `tools/train.py` works too once the
-# data exists.
+# Embedded demo: a tiny ViT-Split (DINOv2 architecture, dim 192, depth 6, random frozen trunk)
+# learns the synthetic shapes data set on a CPU in minutes. Run it with `python tools/demo.py`,
+# which writes the data set first; `tools/train.py` works too once the data exists. The same
+# demo on a pretrained tiny trunk: vitsplit_tiny_shapes_pretrained.py (`--trunk dinov2-pretrained`).
 _base_ = [
     '../_base_/models/vitsplit_linear.py', '../_base_/schedules/vitsplit_40k.py',
     '../_base_/default_runtime.py'
@@ -16,8 +15,8 @@ model = dict(
     type='EncoderDecoder',  # 112 px images: whole-image inference, no sliding
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        # Pretrained by tools/pretrain_tiny_trunk.py (the README has the command); shipped, so the
-        # demo downloads nothing. img_size 112: its position embedding is the demo's 8x8 grid.
+        # Random trunk: the demo downloads nothing. img_size 112: the position embedding is the
+        # demo's 8x8 grid, the trunk tools/pretrain_tiny_trunk.py pretrains from this config.
         trunk=dict(
             _delete_=True,
             type='DINOv2',
@@ -25,7 +24,7 @@ model = dict(
             patch_size=14,
             img_size=112,
             num_register_tokens=0,
-            pretrained='{{ fileDirname }}/../../assets/dinov2_tiny_pretext.safetensors'),
+            pretrained=None),
         # Three task-head blocks learned fastest per second on 2 CPU cores (2, 4: slower; measured).
         out_indices=[0, 1, 2],
         select_layers=[3, 4, 5],
@@ -94,9 +93,9 @@ test_evaluator = val_evaluator
 # ---- schedule: the ViT-Split recipe, shortened ----
 optim_wrapper = dict(
     # beta2 0.99: Adam's second moment adapts within a short schedule (higher lrs were worse).
-    optimizer=dict(lr=1e-3, betas=(0.9, 0.99)))
-# paramwise_cfg: the original recipe's (base config): the task head, copied from the pretrained
-# blocks, at 0.1x the lr.
+    optimizer=dict(lr=1e-3, betas=(0.9, 0.99)),
+    # The task head starts from random blocks here, not pretrained ones: full lr.
+    paramwise_cfg=dict(custom_keys={'backbone.task_head': dict(lr_mult=1.0)}))
 param_scheduler = [
     dict(type='PolyLRWithWarmup', power=0.9, eta_min=0.0, warmup_iters=warmup_iters,
          warmup_ratio=1e-3, by_epoch=False, begin=0, end=max_iters),

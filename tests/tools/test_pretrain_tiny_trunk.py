@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
+DEMO = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_pretrained.py')
 ASSET = osp.join(REPO, 'assets', 'dinov2_tiny_pretext.safetensors')
 
 
