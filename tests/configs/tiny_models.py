@@ -66,8 +66,12 @@ def tiny_config(name, num_classes=None):
     if model.get('neck'):
         model.neck.update(in_channels=WIDTH, out_channels=HEAD_WIDTH)
     head = model.decode_head
-    if head.type == 'Mask2FormerHead':
+    if head.type in ('Mask2FormerHead', 'ReinMask2FormerHead'):
         _shrink_mask2former(head, head.num_classes)
+        if not model.get('neck'):  # the backbone's maps go to the pixel decoder as they are
+            head.in_channels = [WIDTH] * 4
+        if model.backbone.get('reins'):  # Rein's tokens are the head's queries
+            model.backbone.reins.update(token_length=head.num_queries, query_dims=HEAD_WIDTH)
     else:
         head.update(in_channels=WIDTH, channels=WIDTH)
     if model.get('test_cfg', {}).get('mode') == 'slide':

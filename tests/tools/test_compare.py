@@ -91,7 +91,11 @@ def test_dry_run_prints_a_launch_command_per_cell(compare, tmp_path, capsys):
     vitsplit, linear, finetune = trainable('vitsplit'), trainable('linear'), trainable('finetune')
     assert vitsplit[0] == 10_230_330
     assert linear[0] == linear[1]  # the decode head alone
-    assert finetune[0] == finetune[1] + finetune[2]  # everything
+    ft_model = build_on_meta(Config.fromfile(osp.join(ade_s, 'finetune', 'seed2023', 'config.py')))
+    # everything but DINOv2's mask_token, which no segmentation forward uses (frozen for DDP)
+    assert [n for n, p in ft_model.named_parameters() if not p.requires_grad] == [
+        'backbone.trunk.mask_token']
+    assert finetune[0] == sum(p.numel() for p in ft_model.parameters()) - 384
     ft_cfg = Config.fromfile(osp.join(ade_s, 'finetune', 'seed2023', 'config.py'))
     assert ft_cfg.optim_wrapper.paramwise_cfg.custom_keys == {'backbone.trunk': {'lr_mult': 0.1}}
 

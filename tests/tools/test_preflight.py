@@ -56,6 +56,9 @@ def test_each_trunk_resolves_its_own_weights(repo_dir, tmp_path, monkeypatch):
         ds.data_root = str(tmp_path)
         for p in ds.data_prefix.values():
             os.makedirs(tmp_path / p, exist_ok=True)
+        # One image and its label: a split that lists nothing is refused before the weights.
+        Image.new('RGB', (8, 8)).save(tmp_path / ds.data_prefix.img_path / '0.jpg')
+        Image.new('L', (8, 8)).save(tmp_path / ds.data_prefix.seg_map_path / '0.png')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
     meta = (tmp_path / 'torch' / 'hub' / 'checkpoints' /
