@@ -33,6 +33,7 @@ from mmengine.utils import mkdir_or_exist
 from mmseg_custom.datasets import generate_dataset
 from mmseg_custom.engine import PortableRunner
 from mmseg_custom.utils.malloc import keep_freed_memory
+from mmseg_custom.utils.schedule import scale_schedule
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
@@ -80,24 +81,6 @@ def parse_args(argv=None):
     if args.work_dir is None:
         args.work_dir = 'work_dirs/demo_cts' if args.cts else 'work_dirs/demo'
     return args
-
-
-def scale_schedule(cfg, iters):
-    """Run ``iters`` iterations, scaling warm-up, LR decay, val and checkpoint intervals to fit."""
-    ratio = iters / cfg.train_cfg.max_iters
-
-    def scale(n, least=1):
-        return max(least, round(n * ratio))
-
-    cfg.train_cfg.max_iters = iters
-    cfg.train_cfg.val_interval = scale(cfg.train_cfg.val_interval)
-    for sched in cfg.param_scheduler:
-        sched.begin = scale(sched.get('begin', 0), least=0)
-        sched.end = scale(sched.end)
-        if sched.get('warmup_iters'):
-            sched.warmup_iters = scale(sched.warmup_iters)
-    cfg.default_hooks.checkpoint.interval = scale(cfg.default_hooks.checkpoint.interval)
-    cfg.default_hooks.logger.interval = scale(cfg.default_hooks.logger.interval)
 
 
 def build_config(args):
