@@ -343,7 +343,9 @@ def print_table(results):
     print(f'{"config":<58}' + ''.join(f'{s:>13}' for s in STAGES))
     for r in results:
         name = os.path.basename(r['config'])[:57]
-        print(f'{name:<58}' + ''.join(f'{r["stages_ms"].get(s, 0):>13.1f}' for s in STAGES))
+        # A stage the model does not have (no task head in a baseline) is '-', not 0.
+        print(f'{name:<58}' + ''.join(f'{r["stages_ms"][s]:>13.1f}' if s in r['stages_ms']
+                                      else f'{"-":>13}' for s in STAGES))
     if any('slide_mmseg_ms' in r for r in results):
         print('\nslide inference, one image of crop x 2*crop (ms):')
         for r in results:

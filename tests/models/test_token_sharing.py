@@ -310,3 +310,126 @@ def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tm
     loss = model.loss(x, samples)['decode.loss_ce']
     loss.backward()
     assert torch.isfinite(loss) and lengths == [1 + 80 - 3 * 8]
+
+
+# TimmViT: one model per position scheme (RoPE + storage tokens, absolute + RoPE, absolute
+# with cls, absolute without prefix tokens).
+TIMM_SHARING = ['vit_small_patch16_dinov3', 'eva02_base_patch16_clip_224',
+                'vit_base_patch14_dinov2', 'vit_base_patch16_siglip_224']
+
+
+def tiny_timm(name):
+    torch.manual_seed(0)
+    trunk = MODELS.build(dict(type='TimmViT', name=name,
+                              model_kwargs=dict(embed_dim=64, depth=2, num_heads=2)))
+    trunk.init_weights()
+    with torch.no_grad():  # layer scales of ~1 and non-zero prefix tokens: nothing hides
+        for n, p in trunk.named_parameters():
+            if 'gamma' in n:
+                p.uniform_(0.5, 1.5)
+            elif n.endswith(('cls_token', 'reg_token')):
+                p.normal_()
+    return trunk.eval()
+
+
+@pytest.mark.parametrize('name', TIMM_SHARING)
+def test_timm_sharing_nothing_is_bitwise_the_plain_path(name):
+    trunk = tiny_timm(name)
+    p = trunk.patch_size
+    x = torch.randn(2, 3, 5 * p - 4, 5 * p)  # padded: a 5x5 grid, odd on both sides
+    with torch.no_grad():
+        plain, grid = trunk.tokenize(x)
+        shared, plan = trunk.tokenize_shared(x, torch.zeros(2, 0, dtype=torch.long))
+        assert torch.equal(plain, shared) and plan.grid == grid
+        assert torch.equal(run_trunk(trunk, plain, grid), run_trunk(trunk, shared, plan))
+
+
+@pytest.mark.parametrize('name', TIMM_SHARING)
+def test_timm_reference_one_shared_superpatch(name):
+    """Hand-written CTS on a 6x8 grid, superpatch (1, 1) shared: its token is the patch
+    embedding of the 2x bilinear-downsampled region plus the 2x2 bilinear mean of the absolute
+    position embedding, and RoPE rotates it by the angles of the superpatch centre: RoPE angles
+    are linear in the position, so the centre's are the circular mean of its 4 patches' (exact
+    while neighbouring patches differ by less than pi, as on this grid)."""
+    trunk = tiny_timm(name)
+    m, p = trunk.model, trunk.patch_size
+    npt = trunk.num_prefix_tokens
+    x = torch.randn(1, 3, 6 * p, 8 * p)
+    with torch.no_grad():
+        tokens, plan = trunk.tokenize_shared(x, torch.tensor([[5]]))  # row 1, col 1 of 3x4
+        out = run_trunk(trunk, tokens, plan)
+
+        plain, _ = trunk.tokenize(x)  # kept patches: the plain tokens
+        half = F.interpolate(x, scale_factor=0.5, mode='bilinear', align_corners=False,
+                             recompute_scale_factor=False)  # the official downsampling
+        region = half[:, :, p:2 * p, p:2 * p]  # patch rows 2-3, cols 2-3 at full resolution
+        shared_tok = m.patch_embed(region).flatten(1, 2)[0, 0]
+        pos = trunk._pos_embed(torch.zeros(1, 6, 8, 64))[0, npt:]  # positions alone
+        pos_grid = pos.T.reshape(1, 64, 6, 8)
+        shared_pos = F.interpolate(pos_grid, scale_factor=0.5, mode='bilinear',
+                                   align_corners=False)[0, :, 1, 1]
+        members = [18, 19, 26, 27]
+        kept = [i for i in range(48) if i not in members]
+        seq = torch.cat([plain[0, :npt], plain[0, npt:][kept],
+                         (trunk.model.norm_pre(shared_tok + shared_pos))[None]])[None]
+        assert seq.shape[1] == npt + 48 - 3
+        torch.testing.assert_close(tokens, seq, atol=1e-5, rtol=1e-5)
+        rope = None
+        if trunk.rope is not None:
+            table = trunk.rope.get_embed(shape=[6, 8])  # (48, 2d) [sin | cos] of the full grid
+            sin, cos = table[members].mean(0, keepdim=True).chunk(2, dim=-1)
+            norm = torch.sqrt(sin ** 2 + cos ** 2)
+            rope_ref = torch.cat([table[kept], torch.cat([sin / norm, cos / norm], -1)])
+            rope = rope_ref[None, None]
+            torch.testing.assert_close(trunk.shared_rope_table(plan, x.device), rope,
+                                       atol=1e-5, rtol=1e-5)
+        for blk in m.blocks:
+            seq = blk(seq) if rope is None else blk(seq, rope=rope)
+        seq = m.norm(seq)[0, npt:]
+        full = torch.empty(48, 64)
+        full[kept] = seq[:44]
+        full[members] = seq[44]
+        ref = full.T.reshape(1, 64, 6, 8)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_timm_rope_sharing_per_image_and_cached_per_plan():
+    trunk = tiny_timm('vit_small_patch16_dinov3')
+    x = torch.randn(2, 3, 96, 112)  # 6x7 grid
+    with torch.no_grad():
+        tokens, plan = trunk.tokenize_shared(x, torch.tensor([[0, 5], [2, 8]]))
+        table = trunk.shared_rope_table(plan, x.device)
+        assert table.shape == (2, 1, 42 - 6, 64) and table[0].ne(table[1]).any()
+        assert trunk.shared_rope_table(plan, x.device) is table  # every block reuses it
+        # Position by position: the angles of plan.centres() (patch units).
+        cent = plan.centres()
+        coords = (cent / torch.tensor([6.0, 7.0])) * 2 - 1  # DINOv3: centred, normalised
+        for b in range(2):
+            sin, cos = trunk.rope._get_pos_embed_from_coords(coords[b])
+            torch.testing.assert_close(table[b, 0], torch.cat([sin, cos], -1), atol=1e-5,
+                                       rtol=1e-5)
+
+
+def test_vitsplit_with_sharing_on_a_timm_rope_trunk_trains():
+    trunk = dict(type='TimmViT', name='vit_small_patch16_dinov3',
+                 model_kwargs=dict(embed_dim=64, depth=3, num_heads=2))
+    cfg = dict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=dict(type='ViTSplit', trunk=trunk, out_indices=[0, 2], select_layers=[2],
+                      channels=32, token_sharing=dict(type='TokenSharing', reduction=0.3,
+                                                      policy=dict(type='CTSPolicyNet'))),
+        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
+                         num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    lengths = []
+    model.backbone.task_head[0].register_forward_hook(lambda m, i, o: lengths.append(o.shape[1]))
+    out = model(torch.randn(2, 3, 96, 128), mode='tensor')  # 6x8 grid: 5 superpatches shared
+    out.square().mean().backward()
+    assert lengths == [5 + 48 - 15] and out.shape == (2, 4, 24, 32)
+    for name, prm in model.named_parameters():
+        frozen = name.startswith(('backbone.trunk.', 'backbone.token_sharing.'))
+        assert (prm.grad is None) == frozen, name

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
+from torch.profiler import record_function
 
 from .dinov2 import check_indices
 from .rein import patch_map, rescale
@@ -209,6 +210,11 @@ class PEFTBackbone(BaseModule):
         return self
 
     def forward(self, x: torch.Tensor):
+        # The adapters run between the trunk's blocks: profiled (tools/benchmark.py) as one region.
+        with record_function('vitsplit.trunk'):
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor):
         tokens, grid = self.trunk.tokenize(x)
         n = self.trunk.num_prefix_tokens
         feats = []

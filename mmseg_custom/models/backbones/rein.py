@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
+from torch.profiler import record_function
 
 from .dinov2 import check_indices
 
@@ -234,6 +235,11 @@ class ReinBackbone(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Union[Tuple[List[torch.Tensor], torch.Tensor],
                                                   Tuple[torch.Tensor, ...]]:
+        # The adapters run between the trunk's blocks: profiled (tools/benchmark.py) as one region.
+        with record_function('vitsplit.trunk'):
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor):
         tokens, grid = self.trunk.tokenize(x)
         n = self.trunk.num_prefix_tokens
         feats = []

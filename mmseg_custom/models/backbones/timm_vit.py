@@ -1,14 +1,21 @@
 """Any timm ViT as a trunk: the ``VisionTransformer`` family (DINOv2, CLIP, SigLIP, MAE, DeiT III)
-and the ``Eva`` family (DINOv3, EVA02: RoPE), wrapped, not forked."""
-from typing import Dict, Optional, Tuple
+and the ``Eva`` family (DINOv3, EVA02: RoPE), wrapped, not forked.
+
+Token sharing (CTS, see ``token_sharing.py``) adds ``pad(x, value)`` and
+``tokenize_shared(x, shared) -> (tokens, plan)``; a RoPE trunk gives each shared token the rotary
+angles of its superpatch centre."""
+import copy
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import timm
 import torch.nn as nn
+import torch.nn.functional as F
 from mmseg.registry import MODELS
 from timm.layers import resample_abs_pos_embed
 
 from ..timm_weights import load_timm_weights, resolve_timm_weights
+from .token_sharing import SharePlan
 from .trunk import Trunk, centre_pad
 
 
@@ -64,6 +71,7 @@ class TimmViT(Trunk):
         self.num_prefix_tokens = self.model.num_prefix_tokens
         self.rope = getattr(self.model, 'rope', None)
         self._rope_cache: Dict[tuple, torch.Tensor] = {}
+        self._shared_rope: Optional[Tuple[SharePlan, torch.Tensor]] = None
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -94,11 +102,75 @@ class TimmViT(Trunk):
 
     def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Centre-pad, embed patches, add prefix tokens and absolute positions as timm does."""
+        x = self.model.patch_embed(centre_pad(x, self.patch_size))  # (B, h, w, D)
+        return self.model.norm_pre(self._pos_embed(x)), tuple(x.shape[1:3])
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, D) patch embeddings -> (B, P + h*w, D) with prefix tokens and positions."""
+        if self.family == 'VisionTransformer':
+            return self.model._pos_embed(x)
+        return self._eva_pos_embed(x)
+
+    def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """The image (or a label map) as ``tokenize`` patchifies it."""
+        return centre_pad(x, self.patch_size, value)
+
+    def tokenize_shared(self, x: torch.Tensor,
+                        shared: torch.Tensor) -> Tuple[torch.Tensor, SharePlan]:
+        """``tokenize`` with the superpatches ``shared`` (B, S) as one token each (CTS): the
+        patch embedding of the 2x2-mean downsampled region plus the 2x2 mean of the absolute
+        position embeddings (RoPE positions: ``apply_block`` with the plan)."""
         m = self.model
-        x = m.patch_embed(centre_pad(x, self.patch_size))  # (B, h, w, D): dynamic_img_size
-        grid = tuple(x.shape[1:3])
-        x = m._pos_embed(x) if self.family == 'VisionTransformer' else self._eva_pos_embed(x)
-        return m.norm_pre(x), grid
+        x = centre_pad(x, self.patch_size)
+        patches = m.patch_embed(x)  # (B, h, w, D)
+        grid = tuple(patches.shape[1:3])
+        plan = SharePlan(grid, shared, self.num_prefix_tokens)
+        gh, gw = plan.super_grid
+        side = 2 * self.patch_size
+        supers = m.patch_embed(F.avg_pool2d(x[..., :gh * side, :gw * side], 2))
+        # timm adds positions (and prepends prefix tokens) additively, so the positions alone are
+        # its embedding of zeros; that keeps every family's own prefix/position rules.
+        base = self._pos_embed(patches.new_zeros(1, *grid, patches.shape[-1]))
+        p = self.num_prefix_tokens
+        pos = base[:, p:]
+        pos_grid = pos.transpose(1, 2).reshape(1, -1, *grid)
+        pos_supers = F.avg_pool2d(pos_grid, 2).flatten(2).transpose(1, 2)
+        tokens = plan.gather(patches.flatten(1, 2), supers.flatten(1, 2)) + \
+            plan.gather(pos, pos_supers)
+        prefix = base[:, :p].expand(x.shape[0], -1, -1)
+        return m.norm_pre(torch.cat((prefix, tokens), dim=1)), plan
+
+    def shared_rope_table(self, plan: SharePlan, device: torch.device) -> torch.Tensor:
+        """(B, 1, N - 3S, 2 * head_dim) rotary table of a shared sequence: kept patches at their
+        own positions, each shared token at its superpatch centre, i.e. the same grid's table
+        with timm's ``grid_offset`` raised by half a patch at the superpatch's top-left patch
+        (exact for timm's DINOv3 and EVA ('cat') RoPE, whose coordinates are index + offset).
+        Cached for the last plan: every block of one forward pass reuses it."""
+        if self._shared_rope is not None and self._shared_rope[0] is plan:
+            return self._shared_rope[1]
+        rope = self.rope
+        if (not hasattr(rope, 'grid_offset') or getattr(rope, 'grid_type', 'centered')
+                not in ('centered', 'index')):
+            raise NotImplementedError(
+                f'TimmViT: token sharing needs RoPE coordinates that follow the patch index '
+                f'(timm DINOv3 or EVA "cat" RoPE); {self.name!r} has a {type(rope).__name__}.')
+        if rope.training and getattr(rope, 'aug_active', False):
+            raise NotImplementedError(
+                f'TimmViT: token sharing with RoPE coordinate augmentation in training '
+                f'({self.name!r}) is not supported; keep the trunk frozen (eval) or set the '
+                'rope_*_coords model_kwargs to None.')
+        grid = plan.grid
+        key = (grid, device, 'centres')
+        if key not in self._rope_cache:
+            centred = copy.copy(rope)  # a shallow copy: buffers shared, offset its own
+            centred.grid_offset = rope.grid_offset + 0.5
+            table = centred.get_embed(shape=list(grid)).to(device)
+            gh, gw = plan.super_grid
+            self._rope_cache[key] = table.view(*grid, -1)[0:2 * gh:2, 0:2 * gw:2].flatten(0, 1)
+        table = plan.gather(self.rope_table(grid, device)[None], self._rope_cache[key][None])
+        table = table.unsqueeze(1)  # broadcast over heads
+        self._shared_rope = (plan, table)
+        return table
 
     def _eva_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """``Eva._pos_embed`` without its rotary half, which would rebuild the RoPE table on every
@@ -120,9 +192,11 @@ class TimmViT(Trunk):
         return m.pos_drop(x)
 
     def apply_block(self, block: nn.Module, tokens: torch.Tensor,
-                    grid: Tuple[int, int]) -> torch.Tensor:
+                    grid: Union[Tuple[int, int], SharePlan]) -> torch.Tensor:
         if self.rope is None:
             return block(tokens)
+        if isinstance(grid, SharePlan):
+            return block(tokens, rope=self.shared_rope_table(grid, tokens.device))
         return block(tokens, rope=self.rope_table(grid, tokens.device))
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:

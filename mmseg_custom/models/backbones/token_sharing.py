@@ -10,14 +10,15 @@ RoPE: the superpatch centre). The sequence is ``[prefix, kept patches (raster or
 superpatches (raster order)]``, the official order. Before ``to_map`` every shared token is copied
 to its 4 patch positions, so whatever reads the maps sees full grids.
 
-Trunk interface for sharing (DINOv2 implements it; a new trunk adds the same two methods):
+Trunk interface for sharing (DINOv2 and TimmViT implement it; a new trunk adds the same two
+methods):
 
 * ``pad(x, value=0.0)``: the image (or a label map, ``value=255``) as the trunk patchifies it, so
   the policy and its training labels see the trunk's superpatch grid.
 * ``tokenize_shared(x, shared) -> (tokens, plan)``: like ``tokenize`` but with the superpatches
   ``shared`` (B, S) shared; ``plan`` (a :class:`SharePlan`) replaces ``grid`` in ``apply_block``.
-  A RoPE trunk takes its positions from ``plan.centres()`` there (patch units; a kept patch (r, c)
-  at (r + 0.5, c + 0.5), a superpatch at the centre of its 4 patches).
+  A RoPE trunk rotates each token by the angles of its position in ``plan.centres()`` (patch
+  units; a kept patch (r, c) at (r + 0.5, c + 0.5), a superpatch at the centre of its 4 patches).
 """
 import copy
 import math
