@@ -113,15 +113,27 @@ def cell_targets(labels, shape):
     return nearest(labels['shape']), nearest(labels['texture']), edge
 
 
+def balanced_weights(target, num_classes):
+    """Per-class weights ~ 1 / frequency in the batch (absent classes: 0), mean 1 over the
+    present classes: without them the background (most cells) wins and the heads learn to predict
+    it everywhere (the first 200-step trunk stayed at chance on shape and texture)."""
+    counts = torch.bincount(target.flatten(), minlength=num_classes).float()
+    weights = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    return weights * (counts > 0).sum() / weights.sum()
+
+
 def pretext_loss(logits, targets):
     shape_t, texture_t, edge_t = targets
     n_shape, n_texture = OUTPUTS['shape'], OUTPUTS['texture']
+    w_shape, w_texture = balanced_weights(shape_t, n_shape), balanced_weights(texture_t, n_texture)
+    edge_pos = edge_t.mean().clamp(min=1e-3)
     losses = {}
     for k, out in enumerate(logits):
         shape, texture, edge = out.split([n_shape, n_texture, 1], dim=1)
-        losses[f'shape{k}'] = F.cross_entropy(shape, shape_t)
-        losses[f'texture{k}'] = F.cross_entropy(texture, texture_t)
-        losses[f'edge{k}'] = F.binary_cross_entropy_with_logits(edge[:, 0], edge_t)
+        losses[f'shape{k}'] = F.cross_entropy(shape, shape_t, weight=w_shape)
+        losses[f'texture{k}'] = F.cross_entropy(texture, texture_t, weight=w_texture)
+        losses[f'edge{k}'] = F.binary_cross_entropy_with_logits(
+            edge[:, 0], edge_t, pos_weight=(1 - edge_pos) / edge_pos)
     return losses
 
 

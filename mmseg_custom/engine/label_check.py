@@ -1,4 +1,5 @@
-"""Stop on label values that name no class, before they crash the loss or vanish from the mIoU."""
+"""Stop on label values that name no class, before they crash the loss or vanish from the mIoU,
+and on evaluation batches whose images the data preprocessor cannot stack."""
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -46,10 +47,32 @@ def check_label_values(data_samples, num_classes, ignore_index=255):
                 'the labels use.')
 
 
+def check_eval_batch_sizes(data_batch, split):
+    """Raise, naming the files, if an evaluation batch holds images of different sizes (after
+    the test pipeline): mmseg's ``SegDataPreProcessor`` stacks evaluation images without padding
+    and otherwise stops with a bare ``The image size in a batch should be the same``."""
+    inputs = data_batch.get('inputs')
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not all(
+            isinstance(x, torch.Tensor) for x in inputs):
+        return  # test-time augmentation nests the views; a tensor is already stacked
+    sizes = [tuple(x.shape[-2:]) for x in inputs]
+    if len(set(sizes)) == 1:
+        return
+    samples = list(_samples(data_batch.get('data_samples')))
+    paths = [s.metainfo.get('img_path', f'image {i}') for i, s in enumerate(samples)]
+    shown = ', '.join(f'{p} ({h}x{w} px)' for p, (h, w) in list(zip(paths, sizes))[:4])
+    raise ValueError(
+        f'A {split} batch holds images of different sizes after the test pipeline: {shown}. '
+        'mmseg stacks evaluation images without padding. Set '
+        f'{split}_dataloader.batch_size=1 (mmseg\'s setting for data sets of mixed sizes), or '
+        'resize every image to one size in the test pipeline.')
+
+
 @HOOKS.register_module()
 class SegLabelCheckHook(Hook):
     """Checks every batch's label maps (:func:`check_label_values`) before the model sees them,
-    in training, validation and testing, for any data set.
+    in training, validation and testing, for any data set, and that an evaluation batch's images
+    can be stacked (:func:`check_eval_batch_sizes`) where the data preprocessor does not pad them.
 
     The number of classes is the data set's (``len(metainfo['classes'])``); the ignore index the
     decode head's (``ignore_index``, 255 by default). Costs one ``torch.unique`` per label map.
@@ -60,17 +83,22 @@ class SegLabelCheckHook(Hook):
         self._check(runner, runner.train_dataloader, data_batch)
 
     def before_val_iter(self, runner, batch_idx, data_batch=None):
-        self._check(runner, runner.val_dataloader, data_batch)
+        self._check(runner, runner.val_dataloader, data_batch, 'val')
 
     def before_test_iter(self, runner, batch_idx, data_batch=None):
-        self._check(runner, runner.test_dataloader, data_batch)
+        self._check(runner, runner.test_dataloader, data_batch, 'test')
 
     @staticmethod
-    def _check(runner, dataloader, data_batch):
-        classes = getattr(dataloader.dataset, 'metainfo', {}).get('classes')
-        if not classes or not data_batch:
+    def _check(runner, dataloader, data_batch, eval_split=None):
+        if not data_batch:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         model = getattr(model, 'module', model)  # SegTTAModel holds the segmentor as .module
+        preprocessor = getattr(model, 'data_preprocessor', None)
+        if eval_split and not getattr(preprocessor, 'test_cfg', None):  # no padding at test
+            check_eval_batch_sizes(data_batch, eval_split)
+        classes = getattr(dataloader.dataset, 'metainfo', {}).get('classes')
+        if not classes:
+            return
         ignore_index = getattr(getattr(model, 'decode_head', None), 'ignore_index', 255)
         check_label_values(data_batch.get('data_samples'), len(classes), ignore_index)

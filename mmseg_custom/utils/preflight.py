@@ -57,8 +57,9 @@ def _size(path):
 
 
 def check_dataset_contents(cfg: Config, splits=('train', 'val', 'test')):
-    """Raise one clear error, naming the files, if a split lists no image or an image and its
-    label map differ in size (read from the file headers, nothing decoded).
+    """Raise one clear error, naming the files, if a split lists no image, an image and its
+    label map differ in size or a label map has a 1-pixel side (read from the file headers,
+    nothing decoded).
 
     Without this, an empty split fails deep in mmengine (``need at least one array to
     concatenate``) and a size mismatch in a transform or the metric, naming no file.
@@ -87,6 +88,12 @@ def check_dataset_contents(cfg: Config, splits=('train', 'val', 'test')):
                     if not (img_path and seg_path and osp.isfile(seg_path)):
                         continue
                     img_size, seg_size = _size(img_path), _size(seg_path)
+                    if seg_size and min(seg_size) < 2:
+                        raise ValueError(
+                            f'{seg_path} is {seg_size[0]}x{seg_size[1]} px ({split} split): '
+                            'mmseg\'s LoadAnnotations squeezes a 1-pixel side away, and the '
+                            'label map then no longer fits its image. Remove the pair '
+                            f'({img_path}) or give it at least 2x2 px.')
                     if img_size and seg_size and img_size != seg_size:
                         raise ValueError(
                             f'{img_path} is {img_size[0]}x{img_size[1]} px but its label map '

@@ -26,6 +26,9 @@ def test_dataset_pipelines_parse(repo_dir):
     for path in shipped_configs(repo_dir):
         cfg = Config.fromfile(path)
         assert cfg.custom_imports['imports'][0] == 'mmseg_custom', path
+        # mmseg.apis.inference_model (tools/image_demo.py) reads the top-level test_pipeline.
+        assert 'test_pipeline' in cfg, f'{path}: no top-level test_pipeline for inference'
+        Compose(cfg.test_pipeline)
         for split in ('train', 'val', 'test'):
             loader = cfg.get(f'{split}_dataloader')
             if loader:  # a ConcatDataset (per-domain validation) has one pipeline per part

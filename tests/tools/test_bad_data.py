@@ -89,3 +89,29 @@ def test_test_time_augmentation_runs(run, tiny_config, full_run, tmp_path):
                 '--work-dir', str(tmp_path / 'w')])
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert 'mIoU' in proc.stdout
+
+
+def test_test_batch_of_mixed_image_sizes(run, tiny_config, full_run, data_root, tmp_path):
+    small_img = data_root / 'img_dir' / 'val' / '1.png'
+    Image.fromarray(np.zeros((12, 20, 3), np.uint8)).save(small_img)
+    Image.fromarray(np.zeros((12, 20), np.uint8)).save(data_root / 'ann_dir' / 'val' / '1.png')
+    proc = run([sys.executable, TEST, tiny_config, str(full_run[0] / 'iter_4.pth'),
+                '--work-dir', str(tmp_path / 'w'), *on_data(data_root),
+                'test_dataloader.batch_size=2'])
+    assert proc.returncode != 0
+    assert 'A test batch holds images of different sizes after the test pipeline' in proc.stdout
+    assert f'{small_img} (12x20 px)' in proc.stdout, proc.stdout[-3000:]
+    assert 'test_dataloader.batch_size=1' in proc.stdout
+    assert 'The image size in a batch should be the same' not in proc.stdout
+
+
+def test_label_map_with_a_one_pixel_side(run, tiny_config, full_run, data_root, tmp_path):
+    bad = data_root / 'ann_dir' / 'val' / '1.png'
+    Image.fromarray(np.zeros((1, 7, 3), np.uint8)).save(data_root / 'img_dir' / 'val' / '1.png')
+    Image.fromarray(np.zeros((1, 7), np.uint8)).save(bad)
+    proc = run([sys.executable, TEST, tiny_config, str(full_run[0] / 'iter_4.pth'),
+                '--work-dir', str(tmp_path / 'w'), *on_data(data_root)])
+    assert proc.returncode != 0
+    assert f'{bad} is 7x1 px (test split)' in proc.stdout, proc.stdout[-3000:]
+    assert 'The dim of value must be 2 or 3' not in proc.stdout
+    assert not (tmp_path / 'w').exists(), 'the check comes before any work'

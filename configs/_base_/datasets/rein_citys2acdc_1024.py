@@ -27,6 +27,8 @@ acdc_test_pipeline = [
     dict(type='Resize', scale=(1920, 1080), keep_ratio=True),
     dict(type='PackSegInputs'),
 ]
+# One image (tools/image_demo.py, mmseg.apis.inference_model): ACDC's scale.
+test_pipeline = acdc_val_pipeline
 conditions = ['night', 'snow', 'fog', 'rain']  # the official order
 val_acdc = [
     dict(type='ACDCDataset', data_root='data/acdc/',

@@ -29,6 +29,8 @@ bdd_test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# One image (tools/image_demo.py, mmseg.apis.inference_model): the Cityscapes scale.
+test_pipeline = cityscapes_test_pipeline
 val_cityscapes = dict(
     type='CityscapesDataset', data_root='data/cityscapes/',
     data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
