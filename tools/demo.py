@@ -1,14 +1,14 @@
 """Embedded demo: a tiny ViT-Split learns a synthetic segmentation data set on a CPU in minutes.
 
-    python tools/demo.py [--trunk dinov2|dinov2-pretrained|dinov3] [--work-dir work_dirs/demo]
+    python tools/demo.py [--trunk dinov2-pretrained|dinov2|dinov3] [--work-dir work_dirs/demo]
         [--data-root data/demo_shapes] [--iters N]
     python tools/demo.py --cts [--policy-iters N]   # with content-aware token sharing (30 %)
 
 1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
    random colours, so shape and texture decide) unless it is already there;
-2. evaluates the untrained model, trains it with mmengine's Runner
-   (``configs/demo/vitsplit_tiny_shapes.py``) and evaluates it with mmseg's test loop, which
-   prints the per-class IoU table and the mIoU;
+2. evaluates the untrained model, trains it with mmengine's Runner (default: the frozen tiny trunk
+   pretrained on another synthetic task, ``configs/demo/vitsplit_tiny_shapes_pretrained.py``) and
+   evaluates it with mmseg's test loop, which prints the per-class IoU table and the mIoU;
 3. writes colour overlays of a few val predictions, the loss/mIoU curves and ``summary.json`` into
    the work dir. The checkpoint works with ``tools/image_demo.py``.
 
@@ -36,23 +36,26 @@ from mmseg_custom.utils.malloc import keep_freed_memory
 from mmseg_custom.utils.schedule import scale_schedule
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
+RANDOM_TRUNK_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
 CTS_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_cts.py')
 CTS_REDUCTIONS = (0.0, 0.15, 0.3, 0.45)
 TRUNK_CONFIGS = {  # the same demo on a tiny trunk of each family
-    'dinov2': DEFAULT_CONFIG,
+    'dinov2': RANDOM_TRUNK_CONFIG,
     'dinov2-pretrained': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_pretrained.py'),
     'dinov3': osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes_dinov3.py'),
 }
+DEFAULT_TRUNK = 'dinov2-pretrained'
+DEFAULT_CONFIG = TRUNK_CONFIGS[DEFAULT_TRUNK]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and evaluate a tiny ViT-Split on a synthetic data set (CPU, minutes).')
-    parser.add_argument('--trunk', choices=sorted(TRUNK_CONFIGS), default='dinov2',
-                        help='tiny frozen trunk: dinov2 (random, patch 14, hand-written), '
-                        'dinov2-pretrained (the same, pretrained: assets/) or dinov3 (random, '
-                        'patch 16, RoPE, 4 storage tokens, through timm)')
+    parser.add_argument('--trunk', choices=sorted(TRUNK_CONFIGS), default=DEFAULT_TRUNK,
+                        help='tiny frozen trunk: dinov2-pretrained (default; patch 14, '
+                        'hand-written, pretrained on a synthetic pretext: assets/), dinov2 (the '
+                        'same, random) or dinov3 (random, patch 16, RoPE, 4 storage tokens, '
+                        'through timm)')
     parser.add_argument('--config', default=None, help='demo config file (default: the one '
                         'of --trunk, or the CTS variant with --cts)')
     parser.add_argument('--cts', action='store_true',

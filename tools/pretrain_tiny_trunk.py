@@ -46,7 +46,7 @@ def parse_args(argv=None):
                         help='config whose model.backbone.trunk is pretrained (default: the demo)')
     parser.add_argument('--out', default=osp.join('assets', 'dinov2_tiny_pretext.safetensors'),
                         help='weights file (.safetensors, fp16)')
-    parser.add_argument('--iters', type=int, default=200, help='training steps')
+    parser.add_argument('--iters', type=int, default=1500, help='training steps')
     parser.add_argument('--batch', type=int, default=16, help='images per step')
     parser.add_argument('--lr', type=float, default=1e-3, help='peak AdamW learning rate')
     parser.add_argument('--seed', type=int, default=0, help='data and initialisation seed')
