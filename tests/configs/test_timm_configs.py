@@ -32,6 +32,8 @@ def test_the_set_the_issue_asks_for():
     expected |= {f'ade20k/vfm_benchmark/linear_{m}_{k}_base_512_40k_ade20k.py'
                  for m in ('dinov2', 'eva02', 'clip', 'siglip2', 'mae', 'deit3')
                  for k in ('vitsplit', 'finetune')}
+    expected |= {f'ade20k/rein/linear_dinov3_rein_{s}_512_40k_ade20k.py'
+                 for s in ('small', 'base', 'large')}
     assert expected == set(TIMM_CONFIGS)
 
 
@@ -44,7 +46,7 @@ def test_builds_on_meta_with_the_real_trunk(config):
     dim = cfg.model.decode_head.in_channels
     trunk = timm.create_model(trunk_cfg.name, pretrained=False, num_classes=0, device='meta')
     assert trunk.embed_dim == dim
-    if 'vitsplit' in config or 'frozen' in config:
+    if 'vitsplit' in config or 'frozen' in config or '/rein/' in config:
         assert groups['backbone.trunk']['trainable'] == 0
     else:
         assert groups['backbone.trunk']['trainable'] == groups['backbone.trunk']['total']
@@ -86,6 +88,10 @@ def test_trains_one_tiny_step(config):
         assert not trunk_trained and any(n.startswith('backbone.task_head.') for n in trained)
     elif 'frozen' in config:
         assert not trunk_trained
+    elif '/rein/' in config:  # frozen trunk, the Reins after every block learn
+        assert not trunk_trained
+        assert {'backbone.reins.learnable_tokens_a', 'backbone.reins.learnable_tokens_b',
+                'backbone.reins.scale'} <= trained
     else:  # full fine-tuning: every trunk block learns
         assert {f'backbone.trunk.model.blocks.{i}' for i in range(model.backbone.trunk.num_layers)
                 } <= {'.'.join(n.split('.')[:5]) for n in trunk_trained}
