@@ -12,6 +12,7 @@ import time
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.fileio import get as read_bytes
@@ -93,6 +94,11 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
     def batch_targets(data):
         x = trunk.pad(data['inputs'])
         labels = torch.stack([s.gt_sem_seg.data[0] for s in data['data_samples']])
+        if labels.shape[-2:] != data['inputs'].shape[-2:]:
+            # A test pipeline resizes the image, not the label (mmseg scores at the original
+            # size): the policy's targets must tile the image as the trunk sees it.
+            labels = F.interpolate(labels[:, None].float(), size=data['inputs'].shape[-2:],
+                                   mode='nearest')[:, 0].long()
         labels = trunk.pad(labels, 255)
         super_grid = (x.shape[-2] // patch // 2, x.shape[-1] // patch // 2)
         return (policy_input(x, super_grid, patch, policy.stride),
@@ -119,15 +125,22 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
                 running = []
     stats = dict(config=config, iters=iters, batch_size=batch_size, lr=lr,
                  weight_decay=weight_decay, patch_size=patch)
+    save_policy(policy, stats, out)  # before the evaluation: a failure there keeps the training
     stats.update(evaluate_policy(policy, cfg, trunk, preprocessor, val_images, batch_targets))
     log(f'val superpatch accuracy {stats["val_accuracy"]:.1f} % on {stats["val_superpatches"]} '
         f'labelled superpatches ({stats["val_positive"]:.1f} % one-class)')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    tmp = out + '.tmp'
-    torch.save(dict(state_dict=policy.cpu().state_dict(), meta=stats), tmp)
-    os.replace(tmp, out)
+    save_policy(policy, stats, out)
     log(f'policy written to {out}')
     return stats
+
+
+def save_policy(policy, stats: dict, out: str):
+    """Write the policy checkpoint atomically (a temporary file, then a rename)."""
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    tmp = out + '.tmp'
+    torch.save(dict(state_dict={k: v.cpu() for k, v in policy.state_dict().items()},
+                    meta=stats), tmp)
+    os.replace(tmp, out)
 
 
 @torch.no_grad()

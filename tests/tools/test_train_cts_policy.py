@@ -46,10 +46,12 @@ def test_trains_and_writes_a_policy_the_model_loads(tmp_path):
     out = tmp_path / 'policy' / 'p.pth'
     stats = train_policy(CONFIG, str(out), iters=2, batch_size=2, val_images=2,
                          cfg_options=options(tmp_path / 'data'), log=lambda *a: None)
-    # Val images at their 56 px: 4x4 patches of 14 px, 2x2 superpatches each. Image 0 splits
-    # at column 28, a superpatch border (4 one-class); image 1 at 29 (its right 2 hold both).
-    assert stats['val_superpatches'] == 2 * 4 and stats['patch_size'] == 14
-    assert stats['val_positive'] == 100 * 6 / 8
+    # The demo CTS config resizes images to 224 px (its test pipeline leaves the label at 56 px;
+    # the targets follow the image): 16x16 patches of 14 px, 8x8 superpatches of 28 px, 7 px of
+    # the original each. Image 0 splits at column 28 (112 at 224), a superpatch border: 64
+    # one-class; image 1 at 29 (116), inside superpatch column 4: 8 hold both classes.
+    assert stats['val_superpatches'] == 2 * 64 and stats['patch_size'] == 14
+    assert stats['val_positive'] == 100 * 120 / 128
     policy = MODELS.build(dict(type='CTSPolicyNet', pretrained=str(out)))
     policy.init_weights()
     saved = torch.load(out, weights_only=True)['state_dict']
