@@ -280,6 +280,22 @@ def test_policy_weights_load_and_missing_file_is_a_clear_error(tmp_path):
         model.init_weights()
 
 
+def test_random_policy_init_keeps_timm_init_and_is_quiet(capfd):
+    """Outside a runner (no log file) BaseModule's pass printed 4 lines per parameter (584 for
+    EfficientNet-Lite0) to the console of tools/train_cts_policy.py."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('policy_init_test')  # the current logger: console only
+    torch.manual_seed(0)
+    policy = MODELS.build(dict(type='CTSPolicyNet'))
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    capfd.readouterr()
+    policy.init_weights()
+    out, err = capfd.readouterr()
+    assert 'init_weights' not in out + err, (out + err)[:300]
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
 @pytest.mark.parametrize('config', [
     'ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py',
     'cityscapes/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_896_40k_cityscapes.py'])

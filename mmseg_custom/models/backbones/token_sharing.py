@@ -189,7 +189,11 @@ class CTSPolicyNet(BaseModule):
 
     def init_weights(self):
         if self.pretrained is None:
-            return super().init_weights()
+            if self.init_cfg:
+                return super().init_weights()
+            # timm's constructor initialised it; BaseModule's pass would only log every
+            # parameter to the console outside a runner (tools/train_cts_policy.py).
+            return
         state_dict = read_policy_weights(self.pretrained)
         if not any(k.startswith('backbone.') for k in state_dict):
             state_dict = {'backbone.' + k: v for k, v in state_dict.items()}
