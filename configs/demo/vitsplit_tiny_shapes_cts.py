@@ -5,8 +5,8 @@ _base_ = ['./vitsplit_tiny_shapes.py']
 # only 28.6 % of the 28 px superpatches hold one class, while 30 % fewer tokens shares 44 % of them,
 # so sharing had to merge classes (measured: 81.5 % mIoU at 0 %, 76.0 % at 30 %). At 224 px 59.7 %
 # hold one class and 30 % shares 40.6 %. Predictions are scored on the 112 px labels.
+# Measured (README, "On the demo data"): 93.5 / 93.6 / 93.6 / 90.1 % mIoU at 0 / 15 / 30 / 45 %.
 side = 224
-max_iters = 1000  # 4x the tokens of the 112 px demo per step: half its iterations
 model = dict(
     data_preprocessor=dict(size=(side, side)),
     backbone=dict(
@@ -30,9 +30,10 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# The base's 2000 iterations (4x the tokens per step: ~0.6 s a step here), a longer warm-up.
 param_scheduler = [
-    dict(type='PolyLRWithWarmup', power=0.9, eta_min=0.0, warmup_iters={{_base_.warmup_iters}},
-         warmup_ratio=1e-3, by_epoch=False, begin=0, end=max_iters),
+    dict(type='PolyLRWithWarmup', power=0.9, eta_min=0.0, warmup_iters=200, warmup_ratio=1e-3,
+         by_epoch=False, begin=0, end={{_base_.max_iters}}),
 ]
-train_cfg = dict(max_iters=max_iters)
-default_hooks = dict(checkpoint=dict(interval=max_iters))
+train_cfg = dict(val_interval=1000)
+default_hooks = dict(logger=dict(interval=50))
