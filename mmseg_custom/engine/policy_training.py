@@ -126,10 +126,15 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
     stats = dict(config=config, iters=iters, batch_size=batch_size, lr=lr,
                  weight_decay=weight_decay, patch_size=patch)
     save_policy(policy, stats, out)  # before the evaluation: a failure there keeps the training
-    stats.update(evaluate_policy(policy, cfg, trunk, preprocessor, val_images, batch_targets))
-    log(f'val superpatch accuracy {stats["val_accuracy"]:.1f} % on {stats["val_superpatches"]} '
-        f'labelled superpatches ({stats["val_positive"]:.1f} % one-class)')
-    save_policy(policy, stats, out)
+    evaluation = evaluate_policy(policy, cfg, trunk, preprocessor, val_images, batch_targets)
+    if evaluation:
+        stats.update(evaluation)
+        log(f'val superpatch accuracy {stats["val_accuracy"]:.1f} % on '
+            f'{stats["val_superpatches"]} labelled superpatches '
+            f'({stats["val_positive"]:.1f} % one-class)')
+        save_policy(policy, stats, out)
+    else:
+        log('no val evaluation (val images 0, or the config has no val_dataloader)')
     log(f'policy written to {out}')
     return stats
 
@@ -145,10 +150,11 @@ def save_policy(policy, stats: dict, out: str):
 
 @torch.no_grad()
 def evaluate_policy(policy, cfg, trunk, preprocessor, num_images, batch_targets) -> dict:
-    """Superpatch accuracy of the policy's argmax on the first images of the val set."""
+    """Superpatch accuracy of the policy's argmax on the first images of the val set; an empty
+    dict where there is nothing to evaluate."""
     loader = cfg.get('val_dataloader')
     if not loader or num_images <= 0:
-        return dict(val_accuracy=float('nan'), val_superpatches=0, val_positive=float('nan'))
+        return {}
     dataset = DATASETS.build(loader.dataset)
     policy.eval()
     correct = total = positive = 0

@@ -58,6 +58,17 @@ def test_trains_and_writes_a_policy_the_model_loads(tmp_path):
     assert all(torch.equal(v, policy.state_dict()[k]) for k, v in saved.items())
 
 
+def test_without_val_images_it_reports_no_accuracy(tmp_path):
+    """--val-images 0 printed 'val superpatch accuracy nan % on 0 labelled superpatches'."""
+    write_data(tmp_path / 'data')
+    out, lines = tmp_path / 'p.pth', []
+    stats = train_policy(CONFIG, str(out), iters=1, batch_size=2, val_images=0,
+                         cfg_options=options(tmp_path / 'data'), log=lines.append)
+    assert 'val_accuracy' not in stats and out.is_file()
+    assert not any('nan' in line for line in lines), lines
+    assert lines[-2] == 'no val evaluation (val images 0, or the config has no val_dataloader)'
+
+
 def test_refuses_a_label_it_cannot_read_naming_the_file(tmp_path):
     write_data(tmp_path / 'data')
     bad = tmp_path / 'data' / 'ann_dir' / 'train' / '0.png'
