@@ -2,6 +2,7 @@
 
     python tools/train_cts_policy.py CONFIG --out POLICY.pth [--iters 50000] [--batch 8]
         [--lr 5e-5] [--weight-decay 1e-3] [--pretrained EFFNET.pth] [--device cpu|cuda]
+        [--seed 0]
 
 CONFIG is any segmentor config of this repository (its train set, pipeline, data preprocessor and
 trunk patch size are used). A superpatch (2x2 trunk patches: 28 px for patch 14) is a positive
@@ -33,6 +34,8 @@ def main(argv=None):
     parser.add_argument('--val-images', type=int, default=100,
                         help='val images for the final superpatch accuracy (0: none)')
     parser.add_argument('--log-interval', type=int, default=100)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed (policy init, data order, augmentation)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. train_dataloader.dataset.data_root=X')
     args = parser.parse_args(argv)
@@ -40,7 +43,7 @@ def main(argv=None):
                         lr=args.lr, weight_decay=args.weight_decay, pretrained=args.pretrained,
                         device=args.device, num_workers=args.workers,
                         val_images=args.val_images, log_interval=args.log_interval,
-                        cfg_options=args.cfg_options)
+                        cfg_options=args.cfg_options, seed=args.seed)
 
 
 if __name__ == '__main__':

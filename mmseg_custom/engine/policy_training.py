@@ -17,6 +17,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.fileio import get as read_bytes
 from mmengine.registry import init_default_scope
+from mmengine.runner import set_random_seed
 from mmseg.registry import DATASETS, MODELS
 from torch.utils.data import DataLoader
 
@@ -65,12 +66,13 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
                  lr: float = 5e-5, weight_decay: float = 1e-3, pretrained: Optional[str] = None,
                  device: str = 'cpu', num_workers: int = 0, val_images: int = 100,
                  log_interval: int = 100, cfg_options: Optional[dict] = None,
-                 log=print) -> dict:
+                 seed: int = 0, log=print) -> dict:
     """Train the policy of ``config``'s model on its train set; write ``out``; return stats."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    set_random_seed(seed)  # python, numpy, torch: the policy's init and the pipeline's flips
     missing = missing_data(cfg, ('train', ))
     if missing:
         raise FileNotFoundError(f'CTS policy training cannot read the labels of {config}: '
@@ -88,7 +90,7 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                         num_workers=num_workers, collate_fn=pseudo_collate,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(seed))
     criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
 
     def batch_targets(data):
@@ -124,7 +126,7 @@ def train_policy(config: str, out: str, iters: int = 50000, batch_size: int = 8,
                     f'({time.time() - start:.0f} s)')
                 running = []
     stats = dict(config=config, iters=iters, batch_size=batch_size, lr=lr,
-                 weight_decay=weight_decay, patch_size=patch)
+                 weight_decay=weight_decay, seed=seed, patch_size=patch)
     save_policy(policy, stats, out)  # before the evaluation: a failure there keeps the training
     evaluation = evaluate_policy(policy, cfg, trunk, preprocessor, val_images, batch_targets)
     if evaluation:

@@ -69,6 +69,20 @@ def test_without_val_images_it_reports_no_accuracy(tmp_path):
     assert lines[-2] == 'no val evaluation (val images 0, or the config has no val_dataloader)'
 
 
+def test_same_seed_gives_the_same_policy(tmp_path):
+    """The random init was unseeded: two runs of one command gave different policies."""
+    write_data(tmp_path / 'data')
+    policies = []
+    for name, seed in (('a', 3), ('b', 3), ('c', 4)):
+        out = tmp_path / f'{name}.pth'
+        train_policy(CONFIG, str(out), iters=2, batch_size=2, val_images=0, seed=seed,
+                     cfg_options=options(tmp_path / 'data'), log=lambda *a: None)
+        policies.append(torch.load(out, weights_only=True)['state_dict'])
+    a, b, c = policies
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_refuses_a_label_it_cannot_read_naming_the_file(tmp_path):
     write_data(tmp_path / 'data')
     bad = tmp_path / 'data' / 'ann_dir' / 'train' / '0.png'
