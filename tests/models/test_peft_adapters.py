@@ -49,7 +49,8 @@ def test_adapters_start_at_the_frozen_trunk_for_lora_and_adaptformer():
     frozen = build(None).eval()
     for name in ('lora', 'adaptformer'):
         model = build(ADAPTERS[name]).eval()
-        model.trunk.load_state_dict(frozen.trunk.state_dict())  # converted by the LoRA hook
+        with model.adapter.loading_pretrained():  # trunk weights without LoRA's, as a file
+            model.trunk.load_state_dict(frozen.trunk.state_dict())
         for a, b in zip(model(x), frozen(x)):
             torch.testing.assert_close(a, b)
 
@@ -73,7 +74,7 @@ def test_lora_is_peft_and_pretrained_weights_load_into_the_wrapped_trunk(tmp_pat
     model = build(dict(ADAPTERS['lora']), feat_scales=None)
     assert isinstance(model.trunk.blocks[0].attn.qkv, PeftLoRALinear)
     model.trunk.pretrained = str(path)
-    model.trunk.init_weights()  # official-layout file into the peft-wrapped trunk
+    model.init_weights()  # official-layout file into the peft-wrapped trunk
     torch.testing.assert_close(model.trunk.blocks[1].attn.qkv.base_layer.weight,
                                plain.trunk.blocks[1].attn.qkv.weight)
 

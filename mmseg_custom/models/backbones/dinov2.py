@@ -264,9 +264,9 @@ class DINOv2(Trunk):
         prefix = torch.cat(prefix, dim=1).expand(x.shape[0], -1, -1)
         return torch.cat((prefix, tokens), dim=1), plan
 
-    def apply_block(self, block: nn.Module, tokens: torch.Tensor,
-                    grid: Tuple[int, int]) -> torch.Tensor:
-        return block(tokens)
+    def apply_block(self, block: nn.Module, tokens: torch.Tensor, grid: Tuple[int, int],
+                    num_extra: int = 0) -> torch.Tensor:
+        return block(tokens)  # positions are in the tokens: extra tokens need nothing
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         x = self.norm(tokens)[:, self.num_prefix_tokens:]

@@ -6,7 +6,7 @@ the trunk interface of ``dinov2.py``: it may change modules of the trunk when bu
 wraps each ``apply_block`` call (VPT, AdaptFormer). Defaults give Rein's counts on DINOv2-L
 (LoRA 0.79M, AdaptFormer 3.17M, VPT 3.69M).
 """
-import inspect
+import contextlib
 import math
 from typing import Callable, List, Optional, Sequence
 
@@ -15,19 +15,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from torch.profiler import record_function
 
-from .dinov2 import check_indices
-from .rein import patch_map, rescale
+from .adapter_base import AdapterBackbone
 
-BlockFn = Callable[[torch.Tensor], torch.Tensor]
+# block(tokens, num_extra=0): one trunk block; ``num_extra`` tokens after the prefix have no position.
+BlockFn = Callable[..., torch.Tensor]
 
 
 class _Adapter(BaseModule):
-    """Base: ``attach(trunk)`` once when built, ``forward_block`` around every block."""
+    """Base: ``attach(trunk, refuse)`` once when built, ``forward_block`` around every block."""
 
-    def attach(self, trunk: nn.Module) -> None:
-        pass
+    def attach(self, trunk: nn.Module, refuse: Callable[[str, str], None]) -> None:
+        """Change the trunk where the adapter lives inside it; ``refuse(reason, fix)`` raises the
+        build-time refusal of this adapter on this trunk."""
+
+    def loading_pretrained(self):
+        """Context of the trunk's own pretrained load (files without the adapter's weights)."""
+        return contextlib.nullcontext()
 
     def is_trunk_adapter_param(self, name: str) -> bool:
         """Whether a parameter of the trunk (after ``attach``) belongs to the adapter."""
@@ -45,30 +49,66 @@ class _Adapter(BaseModule):
 class LoRAAdapter(_Adapter):
     """LoRA (Hu et al., 2022) injected by Hugging Face ``peft`` into the trunk's linear layers.
 
+    After injection, one forward pass of the trunk on a 2 x 2 patch image checks that every
+    wrapped layer is called through its module (a trunk that reads ``layer.weight`` directly would
+    bypass peft and train nothing); a layer that is not called refuses the combination.
+
     Args:
         r (int): Rank. Default 8 (Rein's table: 0.79M on DINOv2-L with ``qkv``).
         lora_alpha (int): Scaling numerator (scale = lora_alpha / r). Default 8.
-        target_modules (Sequence[str]): Names (suffixes) of the trunk's linear layers to adapt.
-            Default ``('qkv',)`` (DINOv2's and timm's fused attention input).
+        target_modules (Sequence[str] | None): Names (suffixes) of the trunk's linear layers to
+            adapt. Default None: the attention's input projections, ``qkv`` where the trunk fuses
+            them (DINOv2, most timm ViTs), else ``q_proj``, ``k_proj``, ``v_proj`` (EVA02).
         lora_dropout (float): Default 0.
     """
 
     def __init__(self, r: int = 8, lora_alpha: int = 8,
-                 target_modules: Sequence[str] = ('qkv', ), lora_dropout: float = 0.0,
+                 target_modules: Optional[Sequence[str]] = None, lora_dropout: float = 0.0,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.lora_kwargs = dict(r=r, lora_alpha=lora_alpha, target_modules=list(target_modules),
-                                lora_dropout=lora_dropout, bias='none')
+        self.target_modules = None if target_modules is None else list(target_modules)
+        self.lora_kwargs = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                bias='none')
+        self._hooks: List['_LoRAKeys'] = []
 
-    def attach(self, trunk: nn.Module) -> None:
+    @staticmethod
+    def _default_targets(trunk: nn.Module) -> List[str]:
+        names = {n.rsplit('.', 1)[-1] for n, m in trunk.named_modules()
+                 if isinstance(m, nn.Linear)}
+        return ['qkv'] if 'qkv' in names else [n for n in ('q_proj', 'k_proj', 'v_proj')
+                                               if n in names]
+
+    def attach(self, trunk, refuse):
         from peft import LoraConfig, inject_adapter_in_model
-        inject_adapter_in_model(LoraConfig(**self.lora_kwargs), trunk)
+        targets = self.target_modules or self._default_targets(trunk)
+        if not targets:
+            refuse('the trunk has no fused qkv and no q/k/v projection layers',
+                   'Name its attention input layers in the adapter\'s target_modules.')
+        try:
+            inject_adapter_in_model(LoraConfig(target_modules=targets, **self.lora_kwargs), trunk)
+        except ValueError as err:  # peft: no module matches
+            refuse(f'no layer matches target_modules {targets} ({err})',
+                   'Set target_modules to names of its linear layers.')
+        wrapped = {n: m for n, m in trunk.named_modules() if hasattr(m, 'base_layer')}
+        bypassed = _not_called(trunk, wrapped)
+        if bypassed:
+            refuse(f'its forward pass bypasses the LoRA-wrapped layers {bypassed[:4]} (it reads '
+                   'their weights directly), so LoRA would train nothing',
+                   'Target other layers (target_modules) or make the trunk call them.')
         # peft wraps each target as <name>.base_layer: pretrained files keep <name>.weight.
-        wrapped = [n for n, m in trunk.named_modules() if hasattr(m, 'base_layer')]
-        if not wrapped:
-            raise ValueError(f'LoRAAdapter: no linear layer of {type(trunk).__name__} matches '
-                             f'target_modules {self.lora_kwargs["target_modules"]}')
-        trunk.register_load_state_dict_pre_hook(_LoRAKeys(trunk, wrapped))
+        self._hooks = [_LoRAKeys(m) for m in wrapped.values()]
+        for hook, m in zip(self._hooks, wrapped.values()):
+            m.register_load_state_dict_pre_hook(hook)
+
+    @contextlib.contextmanager
+    def loading_pretrained(self):
+        for hook in self._hooks:
+            hook.fill = True
+        try:
+            yield
+        finally:
+            for hook in self._hooks:
+                hook.fill = False
 
     def is_trunk_adapter_param(self, name: str) -> bool:
         return '.lora_' in name
@@ -81,21 +121,42 @@ class LoRAAdapter(_Adapter):
                 m.reset_lora_parameters('default', True)
 
 
-class _LoRAKeys:
-    """Load-time hook of a LoRA-wrapped trunk: ``<m>.weight`` of plain weights -> ``<m>.base_layer.
-    weight``; LoRA parameters a file lacks (pretrained weights have none) keep their values."""
+def _not_called(trunk: nn.Module, layers: dict) -> List[str]:
+    """Names of ``layers`` whose forward does not run in one pass of the trunk."""
+    param = next(trunk.parameters())
+    if param.device.type == 'meta':  # built only to count parameters
+        return []
+    called = set()
+    handles = [m.register_forward_hook(lambda *_, name=n: called.add(name))
+               for n, m in layers.items()]
+    side = 2 * trunk.patch_size
+    was_training = trunk.training
+    try:
+        trunk.eval()
+        with torch.no_grad():
+            trunk(param.new_zeros(1, 3, side, side), [trunk.num_layers - 1])
+    finally:
+        trunk.train(was_training)
+        for h in handles:
+            h.remove()
+    return [n for n in layers if n not in called]
 
-    def __init__(self, trunk: nn.Module, wrapped: List[str]):
-        self.wrapped = wrapped
-        self.lora = {n: p for n, p in trunk.named_parameters() if '.lora_' in n}
+
+class _LoRAKeys:
+    """Load-time hook of one LoRA-wrapped layer: its plain ``weight``/``bias`` (pretrained files)
+    go to ``base_layer``. While the trunk loads its pretrained file (``fill``), the LoRA
+    parameters the file lacks keep their values; any other load must bring them (a checkpoint
+    without them is not a LoRA model's)."""
+
+    def __init__(self, layer: nn.Module):
+        self.lora = {n: p for n, p in layer.named_parameters() if n.startswith('lora_')}
+        self.fill = False
 
     def __call__(self, module, state_dict, prefix, *args):
-        for name in self.wrapped:
-            for kind in ('weight', 'bias'):
-                old = f'{prefix}{name}.{kind}'
-                if old in state_dict:
-                    state_dict[f'{prefix}{name}.base_layer.{kind}'] = state_dict.pop(old)
-        if any(k.startswith(prefix) for k in state_dict):
+        for kind in ('weight', 'bias'):
+            if prefix + kind in state_dict:
+                state_dict[f'{prefix}base_layer.{kind}'] = state_dict.pop(prefix + kind)
+        if self.fill:
             for n, p in self.lora.items():
                 state_dict.setdefault(prefix + n, p.detach())
 
@@ -122,7 +183,9 @@ class VPTDeep(_Adapter):
     def forward_block(self, i, block, tokens, num_prefix_tokens):
         n = num_prefix_tokens
         prompts = self.prompts[i].to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        out = block(torch.cat([tokens[:, :n], prompts, tokens[:, n:]], dim=1))
+        # Prompts have no position: a RoPE trunk leaves them unrotated (num_extra).
+        out = block(torch.cat([tokens[:, :n], prompts, tokens[:, n:]], dim=1),
+                    num_extra=self.num_tokens)
         return torch.cat([out[:, :n], out[:, n + self.num_tokens:]], dim=1)
 
 
@@ -158,69 +221,48 @@ class AdaptFormerAdapter(_Adapter):
 
 
 @MODELS.register_module()
-class PEFTBackbone(BaseModule):
+class PEFTBackbone(AdapterBackbone):
     """A frozen trunk tuned by a PEFT adapter; returns its patch tokens after ``out_indices``.
 
     Maps are the un-normed patch tokens (B, D, h, w), as Rein's backbones return, each resized
     by its ``feat_scales`` entry (bilinear). Only the adapter's parameters train.
 
     Args:
-        trunk (dict): Trunk config (trunk interface of ``dinov2.py``).
+        trunk (dict): Trunk config (trunk interface of ``trunk.py``).
         adapter (dict | None): ``LoRAAdapter``, ``VPTDeep`` or ``AdaptFormerAdapter`` config
             (``num_layers``/``embed_dims``/``patch_size`` are filled in from the trunk); None:
             no adapter, the frozen trunk alone.
-        out_indices (Sequence[int]): Blocks whose outputs are returned, in block order.
-        feat_scales (Sequence[float] | None): Resize factor per output. None: no resizing.
+        out_indices (Sequence[int]): Blocks whose outputs are returned, in this order.
+        feat_scales (Sequence[float] | None): Resize factor per output, paired with
+            ``out_indices`` by position. None: no resizing.
     """
 
     def __init__(self, trunk: dict, adapter: Optional[dict], out_indices: Sequence[int],
                  feat_scales: Optional[Sequence[float]] = None, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.trunk = MODELS.build(trunk)
+        super().__init__(trunk, out_indices, feat_scales, init_cfg)
         if adapter is None:
             self.adapter = _Adapter()  # the frozen trunk
         else:
-            # The trunk's sizes, for the adapters that take them (VPT, AdaptFormer).
-            adapter = dict(adapter)
-            accepted = inspect.signature(MODELS.get(adapter['type'])).parameters
-            for key in ('num_layers', 'embed_dims', 'patch_size'):
-                value = getattr(self.trunk, key)
-                if key in accepted and adapter.setdefault(key, value) != value:
-                    raise ValueError(f'PEFTBackbone: adapter {key}={adapter[key]} contradicts '
-                                     f'the trunk ({value}); leave it out of the config')
-            self.adapter = MODELS.build(adapter)
-        self.adapter.attach(self.trunk)
-        for name, p in self.trunk.named_parameters():
-            p.requires_grad = self.adapter.is_trunk_adapter_param(name)
-        self.trunk.eval()
-        self.out_indices = sorted(set(out_indices))
-        check_indices(self.out_indices, self.trunk.num_layers, 'out_indices')
-        if feat_scales is not None and len(feat_scales) != len(self.out_indices):
-            raise ValueError(f'feat_scales {list(feat_scales)} must give one factor per output '
-                             f'block {self.out_indices}')
-        self.feat_scales = None if feat_scales is None else list(feat_scales)
+            self.adapter = MODELS.build(self.trunk_sizes(adapter))
+        self.method = type(self.adapter).__name__ if adapter is not None else 'frozen trunk'
+        self.adapter.attach(self.trunk, self.refuse)
+        self.freeze_all_but_method()
+
+    def is_method_param(self, name: str) -> bool:
+        if name.startswith('adapter.'):
+            return True
+        return name.startswith('trunk.') and self.adapter.is_trunk_adapter_param(name[6:])
 
     def init_weights(self):
-        super().init_weights()
+        with self.adapter.loading_pretrained():
+            super().init_weights()
         self.adapter.reset(self.trunk)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.trunk.eval()
-        return self
+    def load_trunk_pretrained(self):
+        with self.adapter.loading_pretrained():
+            self.trunk.init_weights()
 
-    def forward(self, x: torch.Tensor):
-        # The adapters run between the trunk's blocks: profiled (tools/benchmark.py) as one region.
-        with record_function('vitsplit.trunk'):
-            return self._forward(x)
-
-    def _forward(self, x: torch.Tensor):
-        tokens, grid = self.trunk.tokenize(x)
-        n = self.trunk.num_prefix_tokens
-        feats = []
-        for i, blk in enumerate(self.trunk.blocks[:self.out_indices[-1] + 1]):
-            tokens = self.adapter.forward_block(
-                i, lambda t, blk=blk: self.trunk.apply_block(blk, t, grid), tokens, n)
-            if i in self.out_indices:
-                feats.append(patch_map(tokens, n, grid))
-        return tuple(rescale(feats, self.feat_scales))
+    def run_block(self, i, block, tokens, grid):
+        return self.adapter.forward_block(
+            i, lambda t, num_extra=0: self.trunk.apply_block(block, t, grid, num_extra), tokens,
+            self.trunk.num_prefix_tokens)

@@ -8,17 +8,15 @@ and parameter names follow the official implementation (github w1oves/Rein,
 (``ReinBackbone`` converts their keys at load time).
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from torch.profiler import record_function
 
-from .dinov2 import check_indices
+from .adapter_base import AdapterBackbone
 
 
 @MODELS.register_module()
@@ -149,7 +147,7 @@ def _shape_mismatches(state_dict: dict, prefix: str, own: dict) -> List[str]:
 
 
 @MODELS.register_module()
-class ReinBackbone(BaseModule):
+class ReinBackbone(AdapterBackbone):
     """A frozen trunk with ``Reins`` after every block (official ``ReinsDinoVisionTransformer``).
 
     Only ``reins`` trains: the trunk has no gradients and stays in eval mode, as the official
@@ -162,17 +160,21 @@ class ReinBackbone(BaseModule):
 
     Checkpoints of the official code load as they are: their trunk keys (``backbone.blocks.*``,
     ``backbone.pos_embed`` ...) go to ``trunk.*``. A checkpoint with ``reins`` and head only (as
-    the official releases) leaves the trunk to its own ``pretrained`` weights, loaded then.
-    A checkpoint for another trunk size, depth or token length is refused with the shapes.
+    the official releases) takes the trunk from its own ``pretrained`` file, and is refused when
+    the trunk has none (see :class:`AdapterBackbone`). A checkpoint for another trunk size, depth
+    or token length is refused with the shapes.
 
     Args:
-        trunk (dict): Trunk config (any module with the trunk interface of ``dinov2.py``).
+        trunk (dict): Trunk config (any module with the trunk interface of ``trunk.py``).
         reins (dict): ``Reins``/``LoRAReins`` config. ``num_layers``, ``embed_dims`` and
             ``patch_size`` default to the trunk's; given values must agree with it.
-        out_indices (Sequence[int]): Blocks whose outputs are returned, in block order.
-        feat_scales (Sequence[float] | None): Resize factor per output (official: 4, 2, 1, 0.5,
-            a feature pyramid for Mask2Former). None: no resizing.
+        out_indices (Sequence[int]): Blocks whose outputs are returned, in this order.
+        feat_scales (Sequence[float] | None): Resize factor per output, paired with
+            ``out_indices`` by position (official: 4, 2, 1, 0.5, a feature pyramid for
+            Mask2Former). None: no resizing.
     """
+
+    method = 'Rein'
 
     def __init__(self,
                  trunk: dict,
@@ -180,90 +182,31 @@ class ReinBackbone(BaseModule):
                  out_indices: Sequence[int],
                  feat_scales: Optional[Sequence[float]] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.trunk = MODELS.build(trunk)
-        self.trunk.requires_grad_(False)
-        self.trunk.eval()
-        reins = dict(reins)
-        expected = dict(num_layers=self.trunk.num_layers, embed_dims=self.trunk.embed_dims,
-                        patch_size=self.trunk.patch_size)
-        wrong = {k: reins[k] for k, v in expected.items() if k in reins and reins[k] != v}
-        if wrong:
-            raise ValueError(
-                f'ReinBackbone: reins {wrong} contradict the trunk ({trunk.get("type")}: '
-                f'{expected}). Remove them from the reins config (they default to the '
-                "trunk's) or pick the trunk they were meant for.")
-        for k, v in expected.items():
-            reins.setdefault(k, v)
-        self.reins = MODELS.build(reins)
-        self.out_indices = sorted(set(out_indices))
-        check_indices(self.out_indices, self.trunk.num_layers, 'out_indices')
-        if feat_scales is not None and len(feat_scales) != len(self.out_indices):
-            raise ValueError(f'feat_scales {list(feat_scales)} must give one factor per output '
-                             f'block {self.out_indices}')
-        self.feat_scales = None if feat_scales is None else list(feat_scales)
-        self.register_load_state_dict_pre_hook(self._convert_official_checkpoint)
+        super().__init__(trunk, out_indices, feat_scales, init_cfg)
+        self.reins = MODELS.build(self.trunk_sizes(reins))
+        self.freeze_all_but_method()
 
-    @staticmethod
-    def _convert_official_checkpoint(module, state_dict, prefix, *args):
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        if not keys:
-            return
-        for key in keys:
+    def is_method_param(self, name: str) -> bool:
+        return name.startswith('reins.')
+
+    def convert_checkpoint(self, state_dict, prefix):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
             rel = key[len(prefix):]
             if not rel.startswith(('reins.', 'trunk.')):  # the official trunk keys
                 state_dict[prefix + 'trunk.' + rel] = state_dict.pop(key)
-        bad = _shape_mismatches(state_dict, prefix + 'reins.', module.reins.state_dict())
-        bad += _shape_mismatches(state_dict, prefix + 'trunk.', module.trunk.state_dict())
+        bad = _shape_mismatches(state_dict, prefix + 'reins.', self.reins.state_dict())
+        bad += _shape_mismatches(state_dict, prefix + 'trunk.', self.trunk.state_dict())
         if bad:
             raise ValueError(
                 'Rein checkpoint does not fit this model (another trunk size, depth, patch size '
                 'or token length?): ' + '; '.join(bad[:6]) + '. Set the trunk arch/patch_size '
                 "and the reins' token_length/lora_dim to those the checkpoint was trained with.")
-        if not any(k.startswith(prefix + 'trunk.') for k in state_dict):
-            print_log('Rein checkpoint holds no trunk weights (as the official reins + head '
-                      'releases): the trunk loads its own pretrained weights now.',
-                      logger='current')
-            module.trunk.init_weights()
-            state_dict.update({prefix + 'trunk.' + k: v
-                               for k, v in module.trunk.state_dict().items()})
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.trunk.eval()
-        return self
+    def run_block(self, i, block, tokens, grid):
+        return self.reins(self.trunk.apply_block(block, tokens, grid), i,
+                          self.trunk.num_prefix_tokens)
 
-    def forward(self, x: torch.Tensor) -> Union[Tuple[List[torch.Tensor], torch.Tensor],
-                                                  Tuple[torch.Tensor, ...]]:
-        # The adapters run between the trunk's blocks: profiled (tools/benchmark.py) as one region.
-        with record_function('vitsplit.trunk'):
-            return self._forward(x)
-
-    def _forward(self, x: torch.Tensor):
-        tokens, grid = self.trunk.tokenize(x)
-        n = self.trunk.num_prefix_tokens
-        feats = []
-        for i, blk in enumerate(self.trunk.blocks[:self.out_indices[-1] + 1]):
-            tokens = self.reins(self.trunk.apply_block(blk, tokens, grid), i, n)
-            if i in self.out_indices:
-                feats.append(patch_map(tokens, n, grid))
-        feats = rescale(feats, self.feat_scales)
+    def outputs(self, feats):
         if self.reins.link_token_to_query:
             return feats, self.reins.link_queries()
         return tuple(feats)
-
-
-def patch_map(tokens: torch.Tensor, num_prefix_tokens: int, grid: Tuple[int, int]) -> torch.Tensor:
-    """Un-normed patch tokens (B, N, D) as a map (B, D, h, w), as Rein's backbones return them."""
-    patches = tokens[:, num_prefix_tokens:]
-    return patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)
-
-
-def rescale(feats: List[torch.Tensor], scales: Optional[Sequence[float]]) -> List[torch.Tensor]:
-    """Resize each map by its factor (bilinear), as the official DINOv2 backbone of Rein."""
-    if scales is None:
-        return feats
-    # scale_factor (not size), as the official code: the sampling grid depends on it.
-    return [f if s == 1 else F.interpolate(f, scale_factor=s, mode='bilinear',
-                                           align_corners=False)
-            for f, s in zip(feats, scales)]

@@ -5,14 +5,13 @@ Token sharing (CTS, see ``token_sharing.py``) adds ``pad(x, value)`` and
 ``tokenize_shared(x, shared) -> (tokens, plan)``; a RoPE trunk gives each shared token the rotary
 angles of its superpatch centre."""
 import copy
-from typing import Dict, Optional, Tuple, Union
+from collections import OrderedDict
+from typing import Optional, Tuple, Union
 
 import torch
-import timm
 import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
-from timm.layers import resample_abs_pos_embed
 
 from ..timm_weights import load_timm_weights, resolve_timm_weights
 from .token_sharing import SharePlan
@@ -45,6 +44,7 @@ class TimmViT(Trunk):
                  patch_size: Optional[int] = None, model_kwargs: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        import timm  # here, not at module level: DINOv2-only users never import timm
         if not timm.is_model(name.split('.')[0]):
             close = timm.list_models(f'*{name.split(".")[0].split("_")[0]}*')[:8]
             raise ValueError(f'TimmViT: unknown timm model {name!r} (timm {timm.__version__}); '
@@ -62,6 +62,12 @@ class TimmViT(Trunk):
             raise ValueError(f'TimmViT: {name!r} uses per-block RoPE or patch dropout, which the '
                              'trunk interface does not carry.')
         self.model.prune_intermediate_layers(len(self.model.blocks), prune_head=True)
+        # Trunk interface: linear layers run through their module's forward, so that module
+        # wrappers (LoRA) take effect; timm's Eva attention with q/v biases would otherwise call
+        # F.linear on qkv.weight. Separate bias addition: the same result, timm's own option.
+        for m in self.model.modules():
+            if getattr(m, 'qkv_bias_separate', True) is False:
+                m.qkv_bias_separate = True
         self.embed_dims = self.model.embed_dim
         self.num_layers = len(self.model.blocks)
         self.patch_size = self.model.patch_embed.patch_size[0]
@@ -70,7 +76,7 @@ class TimmViT(Trunk):
                              f'patch size {self.patch_size}: fix one of them.')
         self.num_prefix_tokens = self.model.num_prefix_tokens
         self.rope = getattr(self.model, 'rope', None)
-        self._rope_cache: Dict[tuple, torch.Tensor] = {}
+        self._rope_cache: 'OrderedDict[tuple, torch.Tensor]' = OrderedDict()
         self._shared_rope: Optional[Tuple[SharePlan, torch.Tensor]] = None
 
     @property
@@ -89,16 +95,27 @@ class TimmViT(Trunk):
         load_timm_weights(self.model, self.pretrained, self.name)
         self._is_init = True
 
+    ROPE_CACHE_SIZE = 8  # grids kept: one training crop and a few test sizes
+
+    def _cached(self, key: tuple, make) -> torch.Tensor:
+        """``make()`` cached under ``key``, least recently used first out (inference on images
+        of many sizes would otherwise keep one table per size forever)."""
+        if key in self._rope_cache:
+            self._rope_cache.move_to_end(key)
+            return self._rope_cache[key]
+        table = self._rope_cache[key] = make()
+        while len(self._rope_cache) > self.ROPE_CACHE_SIZE:
+            self._rope_cache.popitem(last=False)
+        return table
+
     def rope_table(self, grid: Tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
         """Rotary table of a grid, cached per grid and device (None without RoPE)."""
         if self.rope is None:
             return None
         if self.rope.training and getattr(self.rope, 'aug_active', False):
             return self.rope.get_embed(shape=list(grid)).to(device)  # random per step
-        key = (grid, device)
-        if key not in self._rope_cache:
-            self._rope_cache[key] = self.rope.get_embed(shape=list(grid)).to(device)
-        return self._rope_cache[key]
+        return self._cached((grid, device),
+                            lambda: self.rope.get_embed(shape=list(grid)).to(device))
 
     def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Centre-pad, embed patches, add prefix tokens and absolute positions as timm does."""
@@ -160,14 +177,16 @@ class TimmViT(Trunk):
                 f'({self.name!r}) is not supported; keep the trunk frozen (eval) or set the '
                 'rope_*_coords model_kwargs to None.')
         grid = plan.grid
-        key = (grid, device, 'centres')
-        if key not in self._rope_cache:
+
+        def centres():
             centred = copy.copy(rope)  # a shallow copy: buffers shared, offset its own
             centred.grid_offset = rope.grid_offset + 0.5
             table = centred.get_embed(shape=list(grid)).to(device)
             gh, gw = plan.super_grid
-            self._rope_cache[key] = table.view(*grid, -1)[0:2 * gh:2, 0:2 * gw:2].flatten(0, 1)
-        table = plan.gather(self.rope_table(grid, device)[None], self._rope_cache[key][None])
+            return table.view(*grid, -1)[0:2 * gh:2, 0:2 * gw:2].flatten(0, 1)
+
+        table = plan.gather(self.rope_table(grid, device)[None],
+                            self._cached((grid, device, 'centres'), centres)[None])
         table = table.unsqueeze(1)  # broadcast over heads
         self._shared_rope = (plan, table)
         return table
@@ -175,6 +194,7 @@ class TimmViT(Trunk):
     def _eva_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """``Eva._pos_embed`` without its rotary half, which would rebuild the RoPE table on every
         call (``rope_table`` caches it)."""
+        from timm.layers import resample_abs_pos_embed
         m = self.model
         B, h, w, D = x.shape
         x = x.reshape(B, h * w, D)
@@ -192,13 +212,27 @@ class TimmViT(Trunk):
         return m.pos_drop(x)
 
     def apply_block(self, block: nn.Module, tokens: torch.Tensor,
-                    grid: Union[Tuple[int, int], SharePlan]) -> torch.Tensor:
+                    grid: Union[Tuple[int, int], SharePlan], num_extra: int = 0) -> torch.Tensor:
         if self.rope is None:
             return block(tokens)
         if isinstance(grid, SharePlan):
-            return block(tokens, rope=self.shared_rope_table(grid, tokens.device))
-        return block(tokens, rope=self.rope_table(grid, tokens.device))
+            table = self.shared_rope_table(grid, tokens.device)
+        else:
+            table = self.rope_table(grid, tokens.device)
+        if num_extra:
+            table = unrotated_rows(table, num_extra)
+        return block(tokens, rope=table)
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         x = self.model.norm(tokens)[:, self.num_prefix_tokens:]
         return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+
+
+def unrotated_rows(table: torch.Tensor, n: int) -> torch.Tensor:
+    """A timm rotary table ([sin | cos] on the last dimension, as ``apply_rot_embed_cat`` reads
+    it) with ``n`` leading rows of the identity rotation (sin 0, cos 1), for tokens that have no
+    position (VPT prompts, queries) placed right after the prefix tokens."""
+    sin, cos = table.tensor_split(2, -1)
+    shape = (*table.shape[:-2], n, sin.shape[-1])
+    return torch.cat([torch.cat([sin.new_zeros(shape), sin], dim=-2),
+                      torch.cat([cos.new_ones(shape), cos], dim=-2)], dim=-1)

@@ -6,14 +6,18 @@ built on these members only, never on one trunk's internals (pos_embed, cls_toke
 * ``tokenize(x) -> (tokens, grid)``: image (B, 3, H, W), any H and W, to the token sequence
   (B, N, D), prefix tokens (cls, registers/storage) first, and the patch grid ``(h, w)``. Padding
   (centred, to a multiple of ``patch_size``) and position encoding are the trunk's business.
-* ``blocks`` (nn.ModuleList) and ``apply_block(block, tokens, grid)``: run one block, the trunk's
-  own or a trainable copy of it (RoPE trunks pass the rotary table of ``grid`` here).
+* ``blocks`` (nn.ModuleList) and ``apply_block(block, tokens, grid, num_extra=0)``: run one block,
+  the trunk's own or a trainable copy of it (RoPE trunks pass the rotary table of ``grid`` here).
+  ``num_extra`` tokens right after the prefix tokens (prompts, queries) have no position: a RoPE
+  trunk leaves them unrotated, as it leaves the prefix tokens.
 * ``to_map(tokens, grid) -> (B, D, h, w)``: the trunk's final norm, prefix tokens dropped,
   reshaped.
 * ``forward(x, out_indices) -> list of (B, D, h, w)``: the normed maps after each block in
   ``out_indices`` (0-based, in the order asked, repeats allowed).
 * ``embed_dims``, ``num_layers``, ``patch_size``, ``num_prefix_tokens``.
-* Weights: ``pretrained`` (a path or a name) is read in ``init_weights()``, never while building;
+* Linear layers inside the blocks run through their module's forward (never ``F.linear`` on
+  ``layer.weight``), so that module wrappers such as LoRA's take effect.
+* Weights: ``pretrained`` (a path or a name; None: random) is read in ``init_weights()``, never while building;
   the class method ``find_weights(cfg)`` returns the local file a trunk config will read, or raises
   one error saying which file is missing, where it comes from and where to put it (preflight and
   the tools call it before any work).
@@ -37,6 +41,11 @@ def centre_pad(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tens
     return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
 
 
+class UnsupportedCombination(ValueError):
+    """A method that cannot run on a trunk, refused when the model is built; the message names
+    the method, the trunk, the reason and what to use instead."""
+
+
 def check_indices(indices: Sequence[int], num_layers: int, name: str):
     bad = [i for i in indices if not 0 <= i < num_layers]
     if not indices or bad:
@@ -52,6 +61,7 @@ class Trunk(BaseModule):
     patch_size: int
     num_prefix_tokens: int
     blocks: nn.ModuleList
+    pretrained: Optional[str] = None
 
     @classmethod
     def find_weights(cls, cfg: dict) -> Optional[str]:
@@ -61,8 +71,8 @@ class Trunk(BaseModule):
     def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         raise NotImplementedError
 
-    def apply_block(self, block: nn.Module, tokens: torch.Tensor,
-                    grid: Tuple[int, int]) -> torch.Tensor:
+    def apply_block(self, block: nn.Module, tokens: torch.Tensor, grid: Tuple[int, int],
+                    num_extra: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
