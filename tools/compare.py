@@ -10,12 +10,15 @@ Each cell (dataset, trunk, method, seed) is the dataset's ViT-Split config for t
 recipe: optimizer, schedule, data, decode head) with the method's overrides from ``METHODS``, run
 by mmengine's Runner in its own process; its config, logs and ``result.json`` stay in
 ``DIR/<dataset>/<trunk>/<method>/seed<k>/``. A rerun skips cells that have a result; a cell that
-fails is a row of the table, with its error, not the end of the run. The table (mIoU mean +- std
-over seeds, trainable parameters, training time, peak memory, rank per dataset) is printed and
-written to ``DIR/results.json`` and ``DIR/results.png`` (mIoU against training time, one marker
-per method). Training time is the sum of the training iterations' wall times (data loading
-included, validation not); peak memory is CUDA's peak allocation, or on the CPU the process's
-peak RSS above what it held before training.
+fails is a row of the table, with its error, not the end of the run; an unreadable
+``result.json`` is reported and its cell run again. A cell's process dies with this one (Ctrl-C,
+``kill``, even ``kill -9``), and a cell that another run is training (its ``cell.lock`` is held)
+is not started a second time. The table (mIoU mean +- std over seeds, trainable parameters,
+training time, peak memory, rank per dataset) is printed and written to ``DIR/results.json`` and
+``DIR/results.png`` (mIoU against training time, one marker per method). Training time is the
+sum of the training iterations' wall times (data loading included, validation not); peak memory
+is CUDA's peak allocation, or on the CPU the process's peak RSS above what it held before
+training.
 
 ``--dry-run`` writes every cell's config and prints its launch command (``dist_train.sh`` or,
 with ``--slurm PARTITION``, ``slurm_train.sh``) instead of running it; ``--collect`` then reads
@@ -23,13 +26,18 @@ the finished work dirs (mmengine's ``vis_data/scalars.json``) into the same tabl
 """
 import argparse
 import copy
+import ctypes
+import fcntl
+import functools
 import glob
 import json
 import os
 import os.path as osp
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -90,6 +98,13 @@ METHODS = {
 }
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not a positive number')
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and compare segmentation methods over trunks and datasets.')
@@ -99,7 +114,7 @@ def parse_args(argv=None):
                         'first trunk of each dataset)')
     parser.add_argument('--methods', nargs='+', default=['linear', 'vitsplit', 'finetune'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
-    parser.add_argument('--iters', type=int, default=None,
+    parser.add_argument('--iters', type=positive_int, default=None,
                         help='training iterations of every cell (schedule scaled to fit); '
                         'default: each config\'s own')
     parser.add_argument('--work-dir', default='work_dirs/compare')
@@ -119,6 +134,20 @@ def parse_args(argv=None):
         parser.error(f'unknown method(s) {unknown}; known: {sorted(METHODS)} (add one to METHODS)')
     if args.slurm and not args.dry_run:
         parser.error('--slurm only shapes the commands of --dry-run')
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        parser.error(f'--seeds {" ".join(map(str, args.seeds))}: seed(s) {repeated} given more '
+                     'than once; each seed is one more run of every cell, give each once')
+    known = {t for dataset in args.datasets for t in BENCHMARKS[dataset]}
+    unknown = [t for t in args.trunks or [] if t not in known]
+    if unknown and not args.collect:
+        trunks = '; '.join(f'{d}: {" ".join(BENCHMARKS[d])}' for d in args.datasets)
+        parser.error(f'unknown trunk(s) {unknown}: no dataset of --datasets has them. Trunks: '
+                     f'{trunks} (add rows to BENCHMARKS)')
+    missing = [d for d in args.collect or [] if not osp.isdir(d)]
+    if missing:
+        parser.error(f'--collect {missing[0]}: no such folder; give the --work-dir of a run '
+                     '(default work_dirs/compare)')
     return args
 
 
@@ -133,17 +162,13 @@ def plan(args):
         rows = BENCHMARKS[dataset]
         trunks = args.trunks or [next(iter(rows))]
         missing = [t for t in trunks if t not in rows]
-        if missing and args.trunks and len(args.datasets) == 1:
-            raise SystemExit(f'compare.py: dataset {dataset!r} has no trunk(s) {missing}; '
-                             f'its trunks: {sorted(rows)} (add rows to BENCHMARKS)')
+        if missing:  # another dataset has them (parse_args refuses unknown trunks)
+            warn(f'dataset {dataset} has no trunk(s) {missing}: no cells for them there')
         for trunk in (t for t in trunks if t in rows):
             for method in args.methods:
                 cells += [(dataset, trunk, method, seed, rows[trunk]) for seed in args.seeds]
     # seed by seed: a run stopped early has every method's first seeds
     cells.sort(key=lambda c: args.seeds.index(c[3]))
-    if not cells:
-        raise SystemExit('compare.py: no cell to run: no dataset has the trunks '
-                         f'{args.trunks}; see BENCHMARKS')
     return cells
 
 
@@ -257,10 +282,13 @@ def _rss(field):
 
 
 def _write_json(path, obj):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
+    from mmseg_custom.utils.atomic import atomic_write  # not at the top: it imports the package
+    with atomic_write(path, 'w') as f:
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+
+
+def warn(message):
+    print(f'compare.py: {message}', file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- the matrix
@@ -274,26 +302,28 @@ def run_matrix(args):
     for dataset, trunk, method, seed, row in cells:
         directory = cell_dir(args.work_dir, dataset, trunk, method, seed)
         key = dict(dataset=dataset, trunk=trunk, method=method, seed=seed)
-        done = _read_json(osp.join(directory, 'result.json'))
-        if done and done.get('status') == 'ok' and not args.dry_run:
-            results.append(done)  # finished by an earlier run: kept as it is
-            continue
+        if not args.dry_run:
+            path = osp.join(directory, 'result.json')
+            done, problem = load_result(path, key)
+            if problem:
+                warn(f'ignoring {path}: it {problem}; the cell runs again')
+            if done and done['status'] == 'ok':
+                results.append(done)  # finished by an earlier run: kept as it is
+                continue
         try:
             cfg = cell_config(row, method, seed, args.iters, args.cfg_options)
         except Exception as e:  # a method that does not fit this trunk's config: a failed cell
             results.append(dict(key, status='failed', error=f'config: {type(e).__name__}: {e}'))
             continue
-        os.makedirs(directory, exist_ok=True)
-        cfg.dump(osp.join(directory, 'config.py'))
-        _write_json(osp.join(directory, 'cell.json'), key)
         if args.dry_run:
+            write_cell(directory, key, cfg)
             job = f'{dataset}-{trunk}-{method}-s{seed}'
             commands.append(launch_command(osp.join(directory, 'config.py'), directory,
                                            row['gpus'], seed, args.slurm, job))
             continue
-        if dataset == 'shapes':
-            prepare_shapes_data(cfg)
-        todo.append((key, directory))
+        # written once the cell's lock is held: a run training it keeps its config
+        todo.append((key, directory, functools.partial(write_cell, directory, key, cfg,
+                                                       dataset == 'shapes')))
     if args.dry_run:
         print('\n'.join(commands))
         print(f'# {len(commands)} cells; after they finish: python tools/compare.py '
@@ -303,8 +333,8 @@ def run_matrix(args):
     if skipped:
         print(f'{skipped} cell(s) already done in {args.work_dir}: kept')
     bar = ProgressBar(len(todo)) if todo else None
-    for key, directory in todo:
-        results.append(run_one(key, directory, args.verbose))
+    for key, directory, prepare in todo:
+        results.append(run_one(key, directory, args.verbose, prepare))
         bar.update()
     if todo:
         print()
@@ -312,36 +342,197 @@ def run_matrix(args):
     return results
 
 
-def run_one(key, directory, verbose):
-    """Run one cell in a fresh process; a failure becomes a failed row with its error."""
-    log = osp.join(directory, 'run.log')
-    cmd = [sys.executable, osp.abspath(__file__), '--run-cell', directory]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, cwd=os.getcwd(), env=env, stdout=None if verbose else f,
-                              stderr=subprocess.STDOUT)
-    result = _read_json(osp.join(directory, 'result.json'))
-    if proc.returncode == 0 and result:
-        return result
-    tail = ''
-    if osp.isfile(log):
-        with open(log) as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-        tail = lines[-1] if lines else ''
-    failed = dict(key, status='failed', error=f'exit {proc.returncode}: {tail}'[:300], log=log)
-    _write_json(osp.join(directory, 'result.json'), failed)
-    return failed
+def write_cell(directory, key, cfg, shapes=False):
+    """The files a cell's process reads: its config, its key, the embedded data if it uses it."""
+    os.makedirs(directory, exist_ok=True)
+    cfg.dump(osp.join(directory, 'config.py'))
+    _write_json(osp.join(directory, 'cell.json'), key)
+    if shapes:
+        prepare_shapes_data(cfg)
 
 
-def _read_json(path):
-    if not osp.isfile(path):
-        return None
+def cell_command(directory):
+    """The command line of the process that trains the cell in ``directory``."""
+    return [sys.executable, osp.abspath(__file__), '--run-cell', directory]
+
+
+def run_one(key, directory, verbose, prepare=None):
+    """Run one cell in a fresh process; a failure becomes a failed row with its error.
+
+    A cell another process is training (its lock is held) is not started again: a pending row.
+    ``prepare()`` (writing the cell's files) runs once the lock is held.
+    """
+    path = osp.join(directory, 'result.json')
+    lock, holder = lock_cell(directory)
+    if lock is None:
+        warn(f'{directory} is being trained by process {holder} (its cell.lock): not started '
+             'again here')
+        return dict(key, status='pending', error=f'running in process {holder}')
+    with lock:
+        done, _ = load_result(path, key)
+        if done and done['status'] == 'ok':  # finished by a concurrent run meanwhile
+            return done
+        if osp.exists(path):
+            os.remove(path)  # an earlier failure's: the row must be this run's
+        if prepare is not None:
+            prepare()
+        log = osp.join(directory, 'run.log')
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+        with open(log, 'w') as f:
+            returncode = run_child(cell_command(directory), env, None if verbose else f, lock)
+        result, problem = load_result(path, key)
+        if returncode == 0 and result:
+            return result
+        tail = problem and f'its result.json {problem}'
+        if not tail and osp.isfile(log):
+            with open(log, errors='replace') as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+            tail = lines[-1] if lines else ''
+        failed = dict(key, status='failed', error=f'exit {returncode}: {tail}'[:300], log=log)
+        _write_json(path, failed)
+        return failed
+
+
+def lock_cell(directory):
+    """Take the lock of the cell in ``directory``: ``cell.lock``, an flock, holding the PID.
+
+    The kernel releases an flock when its holder dies, so the lock of a killed run is free: its
+    file, with a dead PID, is taken over. Returns (the open lock file, None), or (None, the PID
+    written in it) when a live process holds it.
+    """
+    os.makedirs(directory, exist_ok=True)
+    f = open(osp.join(directory, 'cell.lock'), 'a+')
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError:
-        return None
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or '?'
+        f.close()
+        return None, holder
+    f.seek(0)
+    f.truncate()
+    f.write(f'{os.getpid()}\n')
+    f.flush()
+    return f, None
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def run_child(cmd, env, stdout, lock):
+    """Run ``cmd`` to its end and return its exit status; it dies with this process.
+
+    The child runs in its own process group, stopped as a whole (data-loader workers included)
+    when this process is interrupted (Ctrl-C) or terminated (SIGTERM, SIGHUP); on Linux the
+    kernel kills it when this process dies in any other way (SIGKILL). It inherits ``lock``: the
+    cell stays locked while it lives.
+    """
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith('linux') else None
+
+    def in_child():
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds to the clean-up below
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, terminate) for s in handled} if in_main else {}
+    try:
+        proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=subprocess.STDOUT, preexec_fn=in_child,
+                                pass_fds=(lock.fileno(), ))
+        try:
+            return proc.wait()
+        except BaseException:
+            stop_group(proc)
+            raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_group(proc, grace=10):
+    """Terminate the process group of ``proc`` (SIGTERM, then SIGKILL after ``grace`` s)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace if sig == signal.SIGTERM else None)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# What the table reads from a result.json; anything else there is kept but not checked.
+KEY_FIELDS = {'dataset': str, 'trunk': str, 'method': str, 'seed': int}
+STATUSES = ('ok', 'failed', 'pending')
+NUMBER_FIELDS = ('mIoU', 'trainable', 'train_seconds', 'peak_mib', 'iters')
+
+
+def _load_json(path):
+    """(content, None); (None, None) when there is no file; (None, why) when it cannot be read."""
+    if not osp.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f), None
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+        return None, f'is not readable JSON ({type(err).__name__}: {err})'
+
+
+def _key_problem(obj):
+    if not isinstance(obj, dict):
+        return f'holds a JSON {type(obj).__name__}, not an object'
+    for field, kind in KEY_FIELDS.items():
+        value = obj.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f'has no valid {field!r} ({value!r})'
+    return None
+
+
+def load_key(path):
+    """A cell's key (dataset, trunk, method, seed) from its cell.json: (key, None) or
+    (None, why it is unusable)."""
+    obj, problem = _load_json(path)
+    if obj is None:
+        return None, problem or 'does not exist'
+    problem = _key_problem(obj)
+    return (None, problem) if problem else ({k: obj[k] for k in KEY_FIELDS}, None)
+
+
+def _result_problem(result, key):
+    problem = _key_problem(result)
+    if problem:
+        return problem
+    if result.get('status') not in STATUSES:
+        return f'has status {result.get("status")!r}, not one of {list(STATUSES)}'
+    for field in NUMBER_FIELDS:
+        value = result.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f'has a {field!r} that is not a number ({value!r})'
+    if not isinstance(result.get('error'), (str, type(None))):
+        return f'has an error that is not text ({result["error"]!r})'
+    if key is not None and any(result[k] != v for k, v in key.items()):
+        return f'is the result of another cell ({ {k: result[k] for k in key} })'
+    return None
+
+
+def load_result(path, key=None):
+    """A cell's result.json: (result, None); (None, None) without one; (None, why) when it is
+    unusable: not JSON, not an object, missing or mistyped fields, another cell's (``key``)."""
+    result, problem = _load_json(path)
+    if result is not None:
+        problem = _result_problem(result, key)
+    return (None, problem) if problem else (result, None)
 
 
 # ---------------------------------------------------------------- reading finished work dirs
@@ -350,12 +541,20 @@ def collect(dirs):
     """Results of every cell under ``dirs``: its result.json, else its mmengine logs."""
     results = []
     for root in dirs:
+        if not osp.isdir(root):
+            raise SystemExit(f'compare.py --collect: no folder {root}; give the --work-dir of a '
+                             'run')
         for key_file in sorted(glob.glob(osp.join(root, '**', 'cell.json'), recursive=True)):
             directory = osp.dirname(key_file)
-            result = _read_json(osp.join(directory, 'result.json'))
-            if result is None:
-                result = read_work_dir(directory, _read_json(key_file))
-            results.append(result)
+            key, problem = load_key(key_file)
+            if problem:
+                warn(f'skipping the cell in {directory}: its {key_file} {problem}')
+                continue
+            path = osp.join(directory, 'result.json')
+            result, problem = load_result(path, key)
+            if problem:
+                warn(f'ignoring {path}: it {problem}; reading the cell\'s logs instead')
+            results.append(result or read_work_dir(directory, key))
     return results
 
 
@@ -365,9 +564,14 @@ def read_work_dir(directory, key):
     if not runs:
         return dict(key, status='pending', error='no training log yet')
     records = []
-    with open(runs[-1]) as f:
+    with open(runs[-1], errors='replace') as f:
         for line in f:
-            records.append(json.loads(line))
+            try:
+                record = json.loads(line)
+            except ValueError:  # e.g. the last line of a job still writing it
+                continue
+            if isinstance(record, dict):
+                records.append(record)
     mious = [r['mIoU'] for r in records if 'mIoU' in r]
     times = [(r['step'], r['time']) for r in records if 'time' in r and 'loss' in r]
     memory = [r['memory'] for r in records if 'memory' in r]
@@ -447,6 +651,11 @@ def format_table(rows):
 MARKERS = {'linear': 'o', 'vitsplit': '*', 'finetune': 's'}
 
 
+def placed(row):
+    """Whether the plot (mIoU against training time) can show ``row``."""
+    return row['mIoU'] is not None and row['train_seconds'] is not None
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use('Agg')
@@ -458,7 +667,7 @@ def plot(rows, path):
     colours = {t: f'C{i}' for i, t in enumerate(trunks)}
     extra = iter('^vDPXph<>')
     for ax, dataset in zip(axes[0], datasets):
-        for r in (r for r in rows if r['dataset'] == dataset and r['mIoU'] is not None):
+        for r in (r for r in rows if r['dataset'] == dataset and placed(r)):
             marker = MARKERS.get(r['method']) or MARKERS.setdefault(r['method'], next(extra))
             ax.errorbar(r['train_seconds'], r['mIoU'], yerr=r['mIoU_std'] or 0,
                         xerr=r['train_seconds_std'] or 0, marker=marker, markersize=10,
@@ -468,7 +677,9 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from mmseg_custom.utils.atomic import atomic_write
+    with atomic_write(path) as f:
+        fig.savefig(f, format='png', dpi=100)
     plt.close(fig)
 
 
@@ -476,10 +687,13 @@ def report(results, out_dir):
     rows = summarize(results)
     print(format_table(rows))
     os.makedirs(out_dir, exist_ok=True)
-    _write_json(osp.join(out_dir, 'results.json'), dict(rows=rows, cells=results))
-    if any(r['mIoU'] is not None for r in rows):
-        plot(rows, osp.join(out_dir, 'results.png'))
-    print(f'table: {osp.join(out_dir, "results.json")}, plot: {osp.join(out_dir, "results.png")}')
+    table, figure = osp.join(out_dir, 'results.json'), osp.join(out_dir, 'results.png')
+    _write_json(table, dict(rows=rows, cells=results))
+    if any(placed(r) for r in rows):
+        plot(rows, figure)
+        print(f'table: {table}, plot: {figure}')
+    else:
+        print(f'table: {table}; no plot (no row has both an mIoU and a training time)')
     return rows
 
 

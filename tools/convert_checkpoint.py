@@ -6,14 +6,13 @@ Not required: ``init_model``/``load_from`` convert original checkpoints at load 
 converted copy (state_dict and meta only), atomically.
 """
 import argparse
-import os
 import os.path as osp
-import tempfile
 
 import torch
 
 from mmseg_custom.engine import CheckpointError, load_from_local
 from mmseg_custom.models.backbones.vit_split import convert_original_keys
+from mmseg_custom.utils import atomic_write
 
 
 def convert(src: str, dst: str):
@@ -29,16 +28,8 @@ def convert(src: str, dst: str):
     state_dict = ckpt.get('state_dict', ckpt)
     dropped = convert_original_keys(state_dict, 'backbone.')
     out = dict(state_dict=state_dict, meta=dict(ckpt.get('meta', {}), converted_from=src))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(out, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(dst) as f:
+        torch.save(out, f)
     print(f'wrote {dst}: {len(state_dict)} tensors'
           + (f'; dropped the unused {", ".join(dropped)}' if dropped else ''))
 

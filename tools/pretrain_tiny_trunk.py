@@ -33,6 +33,7 @@ from mmseg.registry import MODELS
 
 import mmseg_custom  # noqa: F401 (registers the trunks)
 from mmseg_custom.datasets.pretext_shapes import SHAPES, TEXTURES, pretext_batch
+from mmseg_custom.utils import atomic_write, write_atomic
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_tiny_shapes.py')
@@ -159,12 +160,11 @@ def evaluate(trunk, heads, batches, norm, size):
 
 
 def save_fp16(state_dict, path, metadata):
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in state_dict.items()}
-    tmp = f'{path}.tmp{os.getpid()}'
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    # save() gives the bytes save_file() writes (the shipped asset is rebuilt bit for bit)
+    write_atomic(path, save(tensors, metadata=metadata))
 
 
 def sha256(path):
@@ -227,7 +227,7 @@ def main(argv=None):
     save_fp16(trunk.state_dict(), args.out,
               {'pretrain': json.dumps(settings, sort_keys=True, default=str)})
     digest = sha256(args.out)
-    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
+    with atomic_write(osp.splitext(args.out)[0] + '.json', 'w') as f:
         json.dump(dict(settings, sha256=digest, seconds=round(seconds, 1),
                        held_out=accuracy, log=log), f, indent=1, default=str)
     print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, sha256 {digest}) '

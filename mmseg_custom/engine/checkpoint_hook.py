@@ -34,8 +34,9 @@ class SafeCheckpointHook(CheckpointHook):
     (``save_best``) *before* writing the new one: a job killed during the write, with
     ``max_keep_ckpts=1``, has no checkpoint left. Here the deletions wait until the save has
     finished, and at the start of training the temporary files of writes a killed job never
-    finished (``*.pth.tmp.PID``, see ``AtomicLocalBackend``) are removed. ``PortableRunner`` uses
-    this hook wherever a config asks for ``CheckpointHook``. Arguments are ``CheckpointHook``'s.
+    finished (``*.pth.tmp.PID.XXXXXXXX``, see ``AtomicLocalBackend``) are removed.
+    ``PortableRunner`` uses this hook wherever a config asks for ``CheckpointHook``. Arguments are
+    ``CheckpointHook``'s.
     """
 
     _deferred = None

@@ -1,7 +1,13 @@
 """tools/compare.py: a 2x2 matrix on tiny shapes data, failed cells, reruns, dry runs, reading."""
+import glob
 import importlib.util
 import json
+import os
 import os.path as osp
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from mmengine.config import Config
@@ -45,8 +51,15 @@ def test_two_by_two_matrix_failed_cell_and_rerun(compare, tmp_path, monkeypatch,
     assert len(results) == 4 and all(r['status'] == 'ok' for r in results), results
     by_key = {(r['trunk'], r['method']): r for r in results}
     for r in results:
-        assert 0 <= r['mIoU'] <= 100 and r['iters'] == 2 and r['train_seconds'] > 0
-        assert r['peak_mib'] is not None
+        assert r['iters'] == 2 and r['train_seconds'] > 0
+        # the table's mIoU is the one the cell's own validation logged (mmengine's scalars.json)
+        logs = sorted(glob.glob(osp.join(work, '*', r['trunk'], r['method'], '*', '*',
+                                         'vis_data', 'scalars.json')))
+        logged = [json.loads(line) for line in open(logs[-1])]
+        assert r['mIoU'] == pytest.approx([x['mIoU'] for x in logged if 'mIoU' in x][-1],
+                                          abs=0.01)
+        # memory above the idle process, in MiB: a tiny model's step needs some, not the RSS
+        assert 0 < r['peak_mib'] < 512
     # the linear probe trains the decode head only; ViT-Split also its task and prior heads
     head = by_key[('dinov2_tiny', 'linear')]['trainable']
     assert by_key[('dinov2_tiny', 'vitsplit')]['trainable'] > head > 0
@@ -114,7 +127,6 @@ def test_collect_reads_finished_mmengine_work_dirs(compare, tmp_path, capsys):
     # what mmengine's LocalVisBackend writes: train records every interval, then a val record
     cell = osp.join(work, 'ade20k', 'dinov2_s', 'vitsplit', 'seed0')
     run = osp.join(cell, '20261124_120000', 'vis_data')
-    import os
     os.makedirs(run)
     with open(osp.join(run, 'scalars.json'), 'w') as f:
         for step, time in ((50, 0.5), (100, 0.7)):
@@ -130,3 +142,189 @@ def test_collect_reads_finished_mmengine_work_dirs(compare, tmp_path, capsys):
     linear = next(r for r in rows if r['method'] == 'linear')
     assert linear['mIoU'] is None and 'no training log' in linear['error']
     assert '| ade20k | dinov2_s | vitsplit | 51.6 |' in out
+
+
+# ---------------------------------------------------------------- bad input, refused or skipped
+
+BAD_RESULTS = {'random bytes': bytes(range(256)) * 4, 'a list': b'[1, 2]',
+               'no key': b'{"status": "ok"}',
+               'another cell': json.dumps(dict(dataset='shapes', trunk='dinov2_tiny',
+                                               method='finetune', seed=0, status='ok',
+                                               mIoU=1.0)).encode()}
+
+
+def write_cell(directory, key, result=None):
+    os.makedirs(directory, exist_ok=True)
+    with open(osp.join(directory, 'cell.json'), 'w') as f:
+        json.dump(key, f)
+    if result is not None:
+        with open(osp.join(directory, 'result.json'), 'wb') as f:
+            f.write(result)
+
+
+@pytest.mark.parametrize('bad', BAD_RESULTS)
+def test_a_bad_result_file_is_named_and_its_cell_run_again(compare, tmp_path, monkeypatch,
+                                                            capsys, bad):
+    """Each of these aborted the whole run (or broke the table later)."""
+    work = str(tmp_path / 'work')
+    key = dict(dataset='shapes', trunk='dinov2_tiny', method='linear', seed=0)
+    directory = compare.cell_dir(work, **key)
+    write_cell(directory, key, BAD_RESULTS[bad])
+    ran = []
+
+    def run_one(key, directory, verbose, prepare=None):
+        ran.append(directory)
+        return dict(key, status='ok', mIoU=50.0, trainable=10, train_seconds=1.0, peak_mib=1.0)
+
+    monkeypatch.setattr(compare, 'run_one', run_one)
+    results = compare.main(['--methods', 'linear', '--iters', '1', '--work-dir', work])
+    err = capsys.readouterr().err
+    assert ran == [directory] and results[0]['mIoU'] == 50.0
+    assert f'ignoring {osp.join(directory, "result.json")}: it ' in err, err
+
+
+def test_collect_names_and_skips_bad_files_and_reads_the_rest(compare, tmp_path, capsys):
+    work = tmp_path / 'work'
+    good = dict(dataset='ade20k', trunk='dinov2_s', method='vitsplit', seed=0)
+    write_cell(str(work / 'good'), good, json.dumps(dict(good, status='ok', mIoU=40.0)).encode())
+    for i, content in enumerate(BAD_RESULTS.values()):
+        write_cell(str(work / f'bad{i}'), dict(good, seed=i + 1), content)
+    write_cell(str(work / 'badkey'), [1, 2])
+    compare.main(['--collect', str(work)])
+    out, err = capsys.readouterr()
+    for i in range(len(BAD_RESULTS)):
+        assert f'ignoring {work / f"bad{i}" / "result.json"}: it ' in err, err
+    assert f'{work / "badkey" / "cell.json"} holds a JSON list' in err
+    # the good seed is the row's value; the others, with no logs, are pending
+    rows = json.loads((work / 'results.json').read_text())['rows']
+    assert [(r['mIoU'], r['seeds'], r['runs']) for r in rows] == [(40.0, 1, 1)]
+
+
+def test_collect_of_a_missing_folder_refuses_and_creates_nothing(compare, tmp_path, capsys):
+    missing = tmp_path / 'typo'
+    with pytest.raises(SystemExit):
+        compare.main(['--collect', str(missing)])
+    assert f'--collect {missing}: no such folder' in capsys.readouterr().err
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--seeds', '0', '0'], 'seed(s) [0] given more than once'),
+    (['--seeds', '1', '2', '1'], 'seed(s) [1] given more than once'),
+    (['--iters', '0'], 'argument --iters: 0 is not a positive number'),
+    (['--iters', '-5'], 'argument --iters: -5 is not a positive number'),
+    (['--trunks', 'dinov2_tnyi'], "unknown trunk(s) ['dinov2_tnyi']"),
+    (['--datasets', 'ade20k', 'cityscapes', '--trunks', 'dinov2_s', 'dinov2_bb'],
+     "unknown trunk(s) ['dinov2_bb']: no dataset of --datasets has them. Trunks: ade20k: "
+     'dinov2_s dinov2_b dinov2_l; cityscapes: dinov2_s dinov2_b dinov2_l'),
+])
+def test_bad_arguments_are_refused_before_any_work(compare, capsys, argv, message):
+    """--seeds 0 0 trained one cell twice as 2 seeds, --iters 0 failed every cell, and a trunk
+    typo among several datasets was dropped silently."""
+    with pytest.raises(SystemExit) as exit_:
+        compare.parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_trunk_of_some_datasets_only_is_skipped_where_missing(compare, capsys):
+    args = compare.parse_args(['--datasets', 'ade20k', 'pascal_context', '--trunks', 'dinov2_s',
+                               '--methods', 'vitsplit'])
+    assert [c[:2] for c in compare.plan(args)] == [('ade20k', 'dinov2_s')]
+    assert "dataset pascal_context has no trunk(s) ['dinov2_s']" in capsys.readouterr().err
+
+
+def test_the_plot_is_announced_only_when_written(compare, tmp_path, capsys):
+    failed = dict(dataset='shapes', trunk='t', method='linear', seed=0, status='failed',
+                  error='exit 1: boom')
+    compare.report([failed], str(tmp_path))
+    out = capsys.readouterr().out
+    assert f'plot: {tmp_path / "results.png"}' not in out and '; no plot (no row has' in out
+    assert not (tmp_path / 'results.png').exists()
+    compare.report([dict(failed, status='ok', mIoU=50.0, train_seconds=2.0, error=None)],
+                   str(tmp_path))
+    assert f'plot: {tmp_path / "results.png"}' in capsys.readouterr().out
+    assert (tmp_path / 'results.png').stat().st_size > 0
+
+
+# ---------------------------------------------------------------- the cell's process and lock
+
+# A parent running one cell whose process writes its PID and sleeps.
+PARENT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location('compare', sys.argv[1])
+compare = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare)
+child = "import os, sys, time; open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); " \\
+        "os.replace(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(300)"
+compare.cell_command = lambda d: [sys.executable, '-c', child, d + '/child.pid']
+compare.run_one(dict(dataset='d', trunk='t', method='m', seed=0), sys.argv[2], False)
+"""
+KEY = dict(dataset='d', trunk='t', method='m', seed=0)
+
+
+def alive(pid):
+    """Running (a zombie waiting for init to reap it counts as dead)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds):
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.fixture
+def running_cell(tmp_path):
+    """(parent process, its cell's child PID, cell folder); both killed at the end."""
+    directory = tmp_path / 'cell'
+    directory.mkdir()
+    parent = subprocess.Popen([sys.executable, '-c', PARENT, osp.join(REPO, 'tools',
+                                                                      'compare.py'),
+                               str(directory)])
+    pid_file = directory / 'child.pid'
+    assert wait_for(pid_file.exists, 60), 'the cell process did not start'
+    child = int(pid_file.read_text())
+    yield parent, child, directory
+    for pid in (parent.pid, child):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    parent.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG is Linux')
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_the_cell_process_dies_with_the_parent(running_cell, sig):
+    """Killing compare.py left the cell training on (PPID 1) beside a re-run."""
+    parent, child, _ = running_cell
+    os.kill(parent.pid, sig)
+    parent.wait(30)
+    assert wait_for(lambda: not alive(child), 20), f'cell process {child} outlived its parent'
+
+
+def test_a_running_cell_is_not_started_again_and_a_dead_runs_lock_is_taken_over(
+        compare, running_cell, monkeypatch, capsys):
+    parent, child, directory = running_cell
+
+    def must_not_start(*args):
+        raise AssertionError('a second process was started for a running cell')
+
+    monkeypatch.setattr(compare, 'run_child', must_not_start)
+    row = compare.run_one(KEY, str(directory), False)
+    assert row == dict(KEY, status='pending', error=f'running in process {parent.pid}')
+    assert f'{directory} is being trained by process {parent.pid}' in capsys.readouterr().err
+
+    os.kill(parent.pid, signal.SIGKILL)  # its lock file stays, with a dead PID
+    parent.wait(30)
+    assert wait_for(lambda: not alive(child), 20)
+    assert (directory / 'cell.lock').read_text().strip() == str(parent.pid)
+    monkeypatch.undo()
+    done = json.dumps(dict(KEY, status='ok', mIoU=50.0))
+    monkeypatch.setattr(compare, 'cell_command', lambda d: [
+        sys.executable, '-c', f'open({d!r} + "/result.json", "w").write({done!r})'])
+    assert compare.run_one(KEY, str(directory), False) == dict(KEY, status='ok', mIoU=50.0)

@@ -1,6 +1,11 @@
-"""tools/train_cts_policy.py: trains a loadable policy; refuses labels it cannot read, by path."""
+"""tools/train_cts_policy.py: trains a loadable policy; refuses labels it cannot read, by path,
+data sets smaller than a batch, folders as output and no iterations; saves as it trains."""
+import contextlib
+import importlib.util
 import os
 import os.path as osp
+import re
+import signal
 import subprocess
 import sys
 
@@ -108,3 +113,80 @@ def test_refuses_missing_labels_and_missing_dataset(tmp_path):
     nowhere = tmp_path / 'nowhere'
     with pytest.raises(FileNotFoundError, match=str(nowhere / 'img_dir' / 'train')):
         train_policy(CONFIG, str(tmp_path / 'p.pth'), iters=1, cfg_options=options(nowhere))
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Fail, instead of hanging, where the training used to loop forever."""
+    def expired(signum, frame):
+        raise TimeoutError(f'still running after {seconds} s')
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_refuses_a_train_set_smaller_than_the_batch(tmp_path):
+    """With drop_last, 3 images and batch 8 gave no batch: the loop spun forever at 100 % CPU."""
+    write_data(tmp_path / 'data', count=3)
+    out = tmp_path / 'p.pth'
+    folder = tmp_path / 'data' / 'img_dir' / 'train'
+    with time_limit(120), pytest.raises(ValueError, match=re.escape(
+            f'({folder}) has 3 image(s), fewer than one batch of 8. Lower the batch '
+            '(--batch 3)')):
+        train_policy(CONFIG, str(out), iters=1, batch_size=8, val_images=0,
+                     cfg_options=options(tmp_path / 'data'), log=lambda *a: None)
+    assert not out.exists()
+
+
+def test_a_killed_run_keeps_the_last_intermediate_policy(tmp_path):
+    """The policy was written only at the end: a kill lost all the training."""
+    write_data(tmp_path / 'data')
+    out, lines = tmp_path / 'new' / 'p.pth', []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith('iter 3/3'):
+            raise KeyboardInterrupt  # killed after the last step, before the final save
+
+    with pytest.raises(KeyboardInterrupt):
+        train_policy(CONFIG, str(out), iters=3, batch_size=2, val_images=0, save_interval=1,
+                     cfg_options=options(tmp_path / 'data'), log=log)
+    assert lines[0] == f'created the folder {out.parent} for the policy'
+    saves = [line for line in lines if line.startswith('Saving')]
+    assert saves == [f'Saving the policy at {i} iterations to {out}' for i in (1, 2)]
+    meta = torch.load(out, weights_only=True)['meta']
+    assert meta['iter'] == 2 and meta['iters'] == 3
+    assert os.listdir(out.parent) == ['p.pth']  # no temporary file left
+
+
+def test_refuses_an_output_folder_before_training(tmp_path):
+    """--out naming a folder failed only after all the training, leaving OUT.tmp behind."""
+    write_data(tmp_path / 'data')
+    lines = []
+    with pytest.raises(IsADirectoryError, match=re.escape(
+            f'--out {tmp_path} is a folder; name the policy file to write, e.g. '
+            f'{tmp_path / "cts_policy.pth"}')):
+        train_policy(CONFIG, str(tmp_path), iters=1, batch_size=2, val_images=0,
+                     cfg_options=options(tmp_path / 'data'), log=lines.append)
+    assert lines == []  # nothing trained
+    assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+@pytest.mark.parametrize('option', ['--iters', '--batch', '--save-interval'])
+def test_refuses_iterations_below_one_when_parsing(tmp_path, capsys, option):
+    """--iters 0 wrote an untrained policy and said 'policy written'."""
+    spec = importlib.util.spec_from_file_location('train_cts_policy', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(SystemExit) as exit_:
+        tool.main([CONFIG, '--out', str(tmp_path / 'p.pth'), option, '0'])
+    assert exit_.value.code == 2
+    assert f'argument {option}: 0 is not a positive number' in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match='iters 0; it must be at least 1'):
+        train_policy(CONFIG, str(tmp_path / 'p.pth'), iters=0)
