@@ -13,6 +13,9 @@ model = dict(
         token_sharing=dict(
             type='TokenSharing',
             reduction=0.3,
+            # The data preprocessor's normalisation: the policy undoes it and applies its own.
+            input_mean={{_base_.model.data_preprocessor.mean}},
+            input_std={{_base_.model.data_preprocessor.std}},
             policy=dict(type='CTSPolicyNet', pretrained='work_dirs/demo_cts/policy.pth'))))
 train_pipeline = [
     dict(type='LoadImageFromFile'),

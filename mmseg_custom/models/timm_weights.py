@@ -158,8 +158,13 @@ def read_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
             f'{path} is a folder without config.json: a Hugging Face transformers model folder '
             'holds config.json and model.safetensors (as save_pretrained writes them). Copy the '
             'whole folder, or point model.backbone.trunk.pretrained at a weights file.')
-    with open(config_path) as f:
-        config = json.load(f)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except ValueError as e:  # not JSON, or not text: cut off or damaged while copied
+        raise ValueError(f'{config_path} is not valid JSON ({e}): the model folder {path} is '
+                         'damaged or incomplete. Copy or download the whole folder '
+                         'again.') from None
     if 'architecture' in config and 'model_type' not in config:
         config = None  # timm's own folder (save_for_hf): timm's keys
     for name in ('model.safetensors', 'pytorch_model.bin'):

@@ -2,6 +2,8 @@
 
 All three layouts are converted to the official one, recognised by their keys, in one place
 (``to_official_layout``). Files are read with ``weights_only=True`` or safetensors: never unpickled.
+They are checked as checkpoints are (``load_from_local``: the zip archive's CRCs, which torch does
+not check); a missing, empty, truncated or damaged file is an error naming it and the fix.
 """
 import os
 import os.path as osp
@@ -10,6 +12,8 @@ from typing import Dict
 
 import torch
 from mmengine.dist import barrier, is_distributed
+
+from ..engine.checkpoint import CheckpointError, damaged_file_error, load_from_local
 
 BASE_URL = 'https://dl.fbaipublicfiles.com/dinov2'
 SIZE_CODES = {'small': 's', 'base': 'b', 'large': 'l', 'giant': 'g'}
@@ -56,16 +60,45 @@ def resolve_weights(pretrained: str) -> str:
     return path
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Tensors of a .pth/.bin/.safetensors file, without unpickling code."""
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return load_file(path, device='cpu')
+WEIGHTS_ADVICE = (
+    'It was probably cut off or damaged while being downloaded or copied. Delete it and download '
+    'or copy it again (weights this package downloaded into the torch hub cache are downloaded '
+    'again on the next run).')
+
+
+def read_weights_file(path: str, kind: str = 'Weights file',
+                      advice: str = WEIGHTS_ADVICE) -> dict:
+    """Everything a .pth/.bin/.safetensors file holds (a .pth's whole dict), checked, without
+    unpickling code.
+
+    A .pth/.bin goes through :func:`load_from_local` (zip CRCs, safe formats only). A
+    .safetensors file has no checksums: a cut-off file or a damaged header is found, a byte
+    flipped inside its tensor data is not.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: it is empty, truncated, damaged or not in a safe format; the message
+            starts with ``'{kind} {path}'`` and ends with ``advice`` where the bytes are at fault.
+    """
+    if not path.endswith('.safetensors'):
+        return load_from_local(path, map_location='cpu', kind=kind, advice=advice)
+    from safetensors.torch import load_file
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{kind} {path} does not exist.')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'{kind} {path} is empty (0 bytes). {advice}')
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f'Could not read weights file {path}: {e}. It may be truncated or '
-                           'not a PyTorch/safetensors checkpoint; download it again.') from None
+        return load_file(path, device='cpu')
+    except Exception as e:  # safetensors raises its own error type, naming no file
+        raise damaged_file_error(path, f'its safetensors data cannot be read ({e})', kind,
+                                 advice) from None
+
+
+def read_state_dict(path: str, kind: str = 'Weights file',
+                    advice: str = WEIGHTS_ADVICE) -> Dict[str, torch.Tensor]:
+    """Tensors of a .pth/.bin/.safetensors file (:func:`read_weights_file`), the state dict
+    taken out of a checkpoint's ``state_dict``/``model``/``teacher`` entry."""
+    obj = read_weights_file(path, kind, advice)
     for key in ('state_dict', 'model', 'teacher'):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -159,4 +192,5 @@ def resolve_weights_once_per_node(pretrained: str) -> str:
 
 
 def load_dinov2_weights(pretrained: str) -> Dict[str, torch.Tensor]:
-    return to_official_layout(read_state_dict(resolve_weights_once_per_node(pretrained)))
+    path = resolve_weights_once_per_node(pretrained)
+    return to_official_layout(read_state_dict(path, kind='DINOv2 weights file'))

@@ -1,4 +1,6 @@
 """Content-aware token sharing (CTS): plans, shared tokens, unsharing, policy and its labels."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,6 +203,116 @@ def test_policy_grid_matches_superpatch_grid():
     assert torch.equal(policy_input(x16, (2, 3), patch_size=16), x16)
 
 
+IMAGENET_MEAN, IMAGENET_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+def imagenet_sharing(**policy):
+    return MODELS.build(dict(type='TokenSharing', input_mean=IMAGENET_MEAN,
+                             input_std=IMAGENET_STD, policy=dict(type='CTSPolicyNet', **policy)))
+
+
+@pytest.mark.parametrize('patch', [16, 14])
+def test_policy_sees_the_official_input_whatever_the_segmentor_normalisation(patch):
+    """The official PolicyNet was trained on (x - 127.5) / 127.5 (RGB) with 32 px superpatches
+    (tue-mps/cts-segmenter policynet/policynet/data_*.py); the segmentor hands TokenSharing its
+    data preprocessor's ImageNet normalisation. Computed here by hand from the raw pixels."""
+    torch.manual_seed(0)
+    sharing = imagenet_sharing()
+    raw = torch.rand(2, 3, 4 * patch, 6 * patch) * 255  # a 4x6 patch grid: 2x3 superpatches
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (raw - mean) / std  # what the data preprocessor gives the backbone
+    official = (raw - 127.5) / 127.5
+    if patch != 16:  # 28 px superpatches shown to the policy as its 32 px ones
+        official = F.interpolate(official, size=(64, 96), mode='bilinear', align_corners=False)
+    with torch.no_grad():
+        ref = sharing.policy(official)
+        logits = sharing.policy_logits(x, (4, 6), patch)
+        torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+        # What it was given before: the segmentor's normalisation.
+        assert not torch.allclose(sharing.policy(policy_input(x, (2, 3), patch)), ref, atol=1e-2)
+        scores = ref.softmax(dim=1)[:, 1].flatten(1)
+        assert torch.equal(sharing.select(x, (4, 6), patch, 2),
+                           scores.topk(2, dim=1).indices.sort(dim=1).values)
+    # A policy with its own normalisation (here ImageNet's) gets exactly that.
+    own = imagenet_sharing(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert torch.allclose(own.policy.prepare(x, (2, 3), patch, own.input_mean, own.input_std),
+                          policy_input(x, (2, 3), patch), atol=1e-5)
+
+
+def save_policy_file(path, policy, meta=None):
+    torch.save(dict(state_dict=policy.state_dict(), meta=meta) if meta is not None
+               else policy.state_dict(), path)  # no meta: an official PolicyNet model.pth
+    return str(path)
+
+
+OFFICIAL = dict(mean=[127.5] * 3, std=[127.5] * 3, superpatch_px=32)
+
+
+def test_policy_file_contradicting_the_config_is_refused(tmp_path):
+    from mmseg_custom.models.backbones.token_sharing import CTSPolicyNet
+    policy = MODELS.build(dict(type='CTSPolicyNet'))
+    # Trained for patch 16 (its metadata says so), used with a patch-14 trunk.
+    p16 = save_policy_file(tmp_path / 'p16.pth', policy, dict(OFFICIAL, patch_size=16))
+    sharing = imagenet_sharing(pretrained=p16)
+    sharing.init_weights()
+    trunk = tiny_trunk()
+    with pytest.raises(ValueError) as info, torch.no_grad():
+        sharing(trunk, torch.randn(1, 3, 56, 56))
+    message = str(info.value)
+    assert f'CTS policy file {p16} was trained for patch size 16' in message
+    assert 'trunk has patch size 14' in message and 'train_cts_policy.py' in message
+    # Trained with another normalisation than the config gives the policy: refused on loading
+    # and by the launchers' preflight (find_weights), naming both values.
+    imagenet = save_policy_file(tmp_path / 'imagenet.pth', policy,
+                                dict(OFFICIAL, mean=IMAGENET_MEAN, std=IMAGENET_STD, patch_size=14))
+    expected = (f'CTS policy file {imagenet} was trained with mean {IMAGENET_MEAN}, but the config '
+                'gives the policy mean [127.5, 127.5, 127.5]')
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        imagenet_sharing(pretrained=imagenet).init_weights()
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        CTSPolicyNet.find_weights(dict(type='CTSPolicyNet', pretrained=imagenet))
+    # ... and accepted where the config states that normalisation.
+    fits = imagenet_sharing(pretrained=imagenet, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    fits.init_weights()
+    assert fits.policy.trained_patch_size == 14
+    with torch.no_grad():
+        fits(trunk, torch.randn(1, 3, 56, 56))
+    big = save_policy_file(tmp_path / 'big.pth', policy, dict(OFFICIAL, superpatch_px=64))
+    with pytest.raises(ValueError, match='trained with superpatch_px 64, but the config gives '
+                                         'the policy superpatch_px 32'):
+        imagenet_sharing(pretrained=big).init_weights()
+    # Written before the normalisation was recorded: what it saw is unknown.
+    old = save_policy_file(tmp_path / 'old.pth', policy, dict(patch_size=14, iters=5))
+    with pytest.raises(ValueError, match=re.escape(f'CTS policy file {old} does not state the '
+                                                   'input normalisation')):
+        imagenet_sharing(pretrained=old).init_weights()
+
+
+def test_official_policy_checkpoint_loads_with_the_official_input(tmp_path):
+    torch.manual_seed(0)
+    policy = MODELS.build(dict(type='CTSPolicyNet'))
+    official = save_policy_file(tmp_path / 'model.pth', policy)  # policynet/train.py's file
+    sharing = imagenet_sharing(pretrained=official)
+    sharing.init_weights()
+    for (k, a), b in zip(policy.state_dict().items(), sharing.policy.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert sharing.policy.mean == sharing.policy.std == (127.5, 127.5, 127.5)
+    assert sharing.policy.trained_patch_size is None  # 32 px superpatches at any trunk patch
+    with torch.no_grad():
+        tokens, plan = sharing(tiny_trunk(), torch.randn(1, 3, 56, 56))
+    assert plan.num_shared == 2
+    # A config that gives the official file another normalisation contradicts it.
+    with pytest.raises(ValueError, match='trained with mean'):
+        imagenet_sharing(pretrained=official, mean=IMAGENET_MEAN,
+                         std=IMAGENET_STD).init_weights()
+    # Without the input normalisation the policy cannot be given its input: refused.
+    blind = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet',
+                                                                pretrained=official)))
+    with pytest.raises(ValueError, match='input_mean and input_std'):
+        blind.init_weights()
+
+
 def test_fast_policy_equals_the_policy_and_follows_its_weights():
     sharing = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet')))
     g = torch.Generator().manual_seed(0)
@@ -274,8 +386,7 @@ def test_policy_weights_load_and_missing_file_is_a_clear_error(tmp_path):
     for (k, a), (_, b) in zip(policy.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), k
     missing = tmp_path / 'nowhere' / 'policy.pth'
-    model = MODELS.build(dict(type='TokenSharing', policy=dict(type='CTSPolicyNet',
-                                                                pretrained=str(missing))))
+    model = imagenet_sharing(pretrained=str(missing))
     with pytest.raises(FileNotFoundError, match='train_cts_policy.py'):
         model.init_weights()
 
@@ -296,10 +407,14 @@ def test_random_policy_init_keeps_timm_init_and_is_quiet(capfd):
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize('config', [
-    'ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py',
-    'cityscapes/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_896_40k_cityscapes.py'])
-def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tmp_path):
+@pytest.mark.parametrize('config, reduction, tokens', [
+    # The paper's settings: ADE20K 30 % (612 + 103 of 1024 tokens), Cityscapes 43.75 % (960 +
+    # 336 of 2304); at patch 14 and these crops: 1369 -> 958 and 4096 -> 2302 tokens.
+    ('ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py', 0.3, 958),
+    ('cityscapes/vitsplit_cts/linear_dinov2_vitsplit_cts44_small_896_40k_cityscapes.py', 0.4375,
+     2302)])
+def test_cts_configs_follow_the_paper_and_need_their_policy(config, reduction, tokens, repo_dir,
+                                                             tmp_path):
     import os.path as osp
 
     from mmengine.config import Config
@@ -310,7 +425,13 @@ def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tm
     from mmseg_custom.utils.preflight import preflight
     cfg = Config.fromfile(osp.join(repo_dir, 'configs', config))
     sharing = cfg.model.backbone.token_sharing
-    assert sharing.reduction == 0.3 and sharing.policy.pretrained.startswith('checkpoints/')
+    assert sharing.reduction == reduction and sharing.policy.pretrained.startswith('checkpoints/')
+    crop = cfg.model.data_preprocessor.size[0]
+    side = -(-crop // 14)  # the trunk pads the crop to whole patches
+    assert side * side - 3 * num_shared_superpatches(reduction, (side, side)) == tokens
+    # The policy undoes the data preprocessor's normalisation: the config passes it on.
+    assert sharing.input_mean == cfg.model.data_preprocessor.mean
+    assert sharing.input_std == cfg.model.data_preprocessor.std
     cfg.model.backbone.trunk.pretrained = None
     cfg.model.backbone.token_sharing.policy.pretrained = str(tmp_path / 'missing.pth')
     with pytest.raises(FileNotFoundError, match='missing.pth.*train_cts_policy.py'):
@@ -321,11 +442,12 @@ def test_cts_configs_share_30_percent_and_need_their_policy(config, repo_dir, tm
     model.train()
     lengths = []
     model.backbone.task_head[0].register_forward_hook(lambda m, i, o: lengths.append(o.shape[1]))
-    x = torch.randn(1, 3, 112, 140)  # 8x10 patches: ceil(0.3 * 80 / 3) = 8 superpatches shared
+    x = torch.randn(1, 3, 112, 140)  # 8x10 patches, 20 superpatches
     samples = [SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 19, (1, 112, 140))))]
     loss = model.loss(x, samples)['decode.loss_ce']
     loss.backward()
-    assert torch.isfinite(loss) and lengths == [1 + 80 - 3 * 8]
+    assert torch.isfinite(loss)
+    assert lengths == [1 + 80 - 3 * num_shared_superpatches(reduction, (8, 10))]
 
 
 # TimmViT: one model per position scheme (RoPE + storage tokens, absolute + RoPE, absolute
