@@ -25,7 +25,20 @@ def test_demo_cts_runs_end_to_end(tmp_path):
         summary = json.load(f)
     by_reduction = summary['cts_mIoU_by_reduction']
     assert sorted(float(r) for r in by_reduction) == [0.0, 0.15, 0.3, 0.45]
-    assert all(0 <= m <= 100 for m in by_reduction.values())
+    # The model trains with 30 % sharing: its mIoU at 0.3 is the test loop's mIoU, evaluated
+    # again (a reduction not applied, or not restored afterwards, would differ).
+    assert by_reduction['0.3'] == summary['mIoU']
+    # It learnt more than the class frequencies: it beats predicting the most frequent class
+    # everywhere (that class's pixel share over the classes present: 11.3 % on this data;
+    # measured 2026-12-02: 3.3 % untrained, 14.0 % after the 20 iterations).
+    import glob
+
+    import mmcv
+    import numpy as np
+    counts = sum(np.bincount(mmcv.imread(f, flag='unchanged').ravel(), minlength=256)[:255]
+                 for f in glob.glob(str(data_root / 'ann_dir' / 'val' / '*.png')))
+    best_constant = 100 * counts.max() / counts.sum() / np.count_nonzero(counts)
+    assert summary['mIoU'] > best_constant > summary['mIoU_before']
     assert osp.isfile(work_dir / 'policy.pth')
     from mmengine.config import Config
     dumped = Config.fromfile(summary['config'])

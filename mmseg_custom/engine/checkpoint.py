@@ -1,10 +1,14 @@
 """Checkpoints that survive torch >= 2.6 ``weights_only`` loading, crashes and truncation.
 
-* ``allow_mmengine_checkpoint_globals`` allow-lists, for ``torch.load(weights_only=True)``, exactly
-  the non-tensor objects mmengine writes into a checkpoint: ``HistoryBuffer`` (message hub) and the
-  numpy arrays, scalars and dtypes it holds. Nothing else is unpickled: a checkpoint cannot run
-  code. Importing this module applies it, so that mmengine's own loader (``init_model``) reads
-  mmengine checkpoints on torch >= 2.6; it adds to torch's allow-list and replaces no loader.
+* ``allow_mmengine_checkpoint_globals()``, a context manager, allow-lists for
+  ``torch.load(weights_only=True)`` exactly the non-tensor objects mmengine writes into a
+  checkpoint: ``HistoryBuffer`` (message hub) and the numpy arrays, scalars and dtypes it holds.
+  Nothing else is unpickled: a checkpoint cannot run code. Only our loader applies it, and only
+  while it loads: other code in the process keeps torch's own allow-list. Wrap mmengine's loader
+  in it to read an mmengine checkpoint on torch >= 2.6 with another loader.
+* ``load_for_mmengine`` is mmengine's loader of local files once this module is imported
+  (registered with mmengine's ``CheckpointLoader.register_scheme``): ``init_model(cfg, ckpt)``
+  and ``load_checkpoint`` read through ``load_from_local``, and files without ``meta`` load.
 * ``load_from_local`` is the loader of this package's load paths (``PortableRunner``: ``load_from``,
   ``--resume``, ``tools/test.py``; ``tools/image_demo.py``; ``tools/convert_checkpoint.py``): it
   loads with ``weights_only=True``, checks the archive's CRCs (torch does not), and turns a missing,
@@ -16,6 +20,7 @@
   checkpoint of a work dir; ``remove_unfinished_writes`` deletes the temporary files a killed save
   left behind.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -29,12 +34,15 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
 from mmengine.utils import mkdir_or_exist
+
+from ..utils.atomic import TEMP_SUFFIX, write_atomic
 
 ATOMIC_BACKEND = 'atomic_local'
 # Names CheckpointHook gives checkpoints by default, and AtomicLocalBackend's temporary files.
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
-UNFINISHED_WRITE = re.compile(r'\.pth\.tmp\.\d+$')
+UNFINISHED_WRITE = re.compile(r'\.pth' + TEMP_SUFFIX.pattern)
 
 # The statistics HistoryBuffer pickles with its state, as ``getattr(HistoryBuffer, name)``.
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -70,14 +78,31 @@ def _numpy_globals():
         for module in ('numpy.core.multiarray', 'numpy._core.multiarray')]
 
 
+@contextlib.contextmanager
 def allow_mmengine_checkpoint_globals():
-    """Allow-list, for ``weights_only`` loading, the objects mmengine saves in a checkpoint."""
-    torch.serialization.add_safe_globals(
-        [HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr'), *_numpy_globals()])
+    """Within this context, ``weights_only`` loading accepts the objects mmengine saves in a
+    checkpoint.
+
+    Scoped rather than process-wide (``add_safe_globals``): our ``getattr`` stand-in must not answer
+    for other code's loads. Globals the caller had allow-listed stay allow-listed on exit.
+    """
+    present = set(torch.serialization.get_safe_globals())
+    extra = [g for g in (HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr'),
+                         *_numpy_globals()) if g not in present]
+    with torch.serialization.safe_globals(extra):
+        yield
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file exists but cannot be used; the message names it and says what to do."""
+    """A checkpoint (or weights) file exists but cannot be used; the message names it and says
+    what to do."""
+
+
+# What ``load_from_local`` tells the user about a damaged checkpoint: the likely cause, the fix.
+CHECKPOINT_ADVICE = (
+    'It was probably cut off while being written (a killed job, a full disk) or while being '
+    "copied. Delete it, and the work dir's last_checkpoint file if it names it, then resume from "
+    'an earlier checkpoint or copy the file again.')
 
 
 def _zip_damage(filename):
@@ -92,13 +117,10 @@ def _zip_damage(filename):
     return None if bad is None else f'member {bad} fails its CRC check'
 
 
-def _corrupt(filename, damage):
-    """The error for a checkpoint whose bytes are damaged."""
-    return CheckpointError(
-        f'Checkpoint {filename} is corrupt or truncated: {damage}. It was probably cut off while '
-        'being written (a killed job, a full disk) or while being copied. Delete it, and the '
-        "work dir's last_checkpoint file if it names it, then resume from an earlier checkpoint "
-        'or copy the file again.')
+def damaged_file_error(filename, damage, kind='Checkpoint', advice=CHECKPOINT_ADVICE):
+    """The error for a file whose bytes are damaged: ``'{kind} {filename} is corrupt or
+    truncated: {damage}. {advice}'``."""
+    return CheckpointError(f'{kind} {filename} is corrupt or truncated: {damage}. {advice}')
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -117,28 +139,34 @@ def _is_legacy_torch(filename):
         return False
 
 
-def _unsafe_format(filename, legacy):
+def _unsafe_format(filename, legacy, kind='Checkpoint'):
     """The error for a legacy-format file that weights_only refuses, or a plain pickle."""
     if legacy:
-        kind = ("in PyTorch's legacy (non-zip) format and holds Python objects that weights_only "
+        what = ("in PyTorch's legacy (non-zip) format and holds Python objects that weights_only "
                 'loading refuses')
         convert = ("ck = torch.load('IN.pth', map_location='cpu', weights_only=False); "
                    "torch.save(dict(state_dict=ck.get('state_dict', ck)), 'OUT.pth')")
     else:
-        kind = 'a plain pickle, not a PyTorch checkpoint'
+        what = 'a plain pickle, not a PyTorch checkpoint'
         convert = "torch.save(pickle.load(open('IN.pth', 'rb')), 'OUT.pth')"
     return CheckpointError(
-        f'Checkpoint {filename} is refused: it is not in a safe format. It is {kind}; reading '
+        f'{kind} {filename} is refused: it is not in a safe format. It is {what}; reading '
         'it could run any code it contains. If you trust the file, convert it once with\n'
         f'  python -c "import pickle, torch; {convert}"\nand use OUT.pth.')
 
 
-def load_from_local(filename, map_location=None):
+def load_from_local(filename, map_location=None, kind='Checkpoint', advice=CHECKPOINT_ADVICE):
     """Load a local checkpoint with ``weights_only=True`` and check it; explain any failure.
+
+    Weights files use it too (``mmseg_custom.models.weights.read_state_dict``), with their own
+    ``kind`` and ``advice``.
 
     Args:
         filename (str): path of the checkpoint; ``~`` is expanded.
         map_location (str | torch.device | callable | None): as for :func:`torch.load`.
+        kind (str): what the file is, for the messages ("Checkpoint", "DINOv2 weights file").
+        advice (str): the likely cause and the fix, appended to the error for an empty or
+            damaged file.
 
     Returns:
         dict: the loaded checkpoint.
@@ -151,30 +179,29 @@ def load_from_local(filename, map_location=None):
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'Checkpoint {filename} does not exist.')
+        raise FileNotFoundError(f'{kind} {filename} does not exist.')
     if osp.getsize(filename) == 0:
-        raise CheckpointError(
-            f'Checkpoint {filename} is empty (0 bytes): its writing never started or was cut off. '
-            "Delete it, and the work dir's last_checkpoint file if it names it, then resume from "
-            'an earlier checkpoint or copy the file again.')
+        raise CheckpointError(f'{kind} {filename} is empty (0 bytes). {advice}')
     with open(filename, 'rb') as f:
         pickled = f.read(1) == b'\x80'  # a pickle protocol >= 2 opcode: not torch's zip format
     legacy = pickled and _is_legacy_torch(filename)
     if pickled and not legacy:
-        raise _unsafe_format(filename, legacy=False)
+        raise _unsafe_format(filename, legacy=False, kind=kind)
     try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
+        with allow_mmengine_checkpoint_globals():
+            checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
     except Exception as err:
         if legacy:
             if isinstance(err, pickle.UnpicklingError):
-                raise _unsafe_format(filename, legacy=True) from err
-            raise _corrupt(filename, f'its legacy-format data cannot be read ({err})') from err
+                raise _unsafe_format(filename, legacy=True, kind=kind) from err
+            raise damaged_file_error(filename, f'its legacy-format data cannot be read ({err})',
+                                     kind, advice) from err
         damage = _zip_damage(filename)
         if damage is not None:
-            raise _corrupt(filename, damage) from err
+            raise damaged_file_error(filename, damage, kind, advice) from err
         if isinstance(err, pickle.UnpicklingError):
             raise CheckpointError(
-                f'Checkpoint {filename} holds Python objects that mmseg_custom does not allow-list '
+                f'{kind} {filename} holds Python objects that mmseg_custom does not allow-list '
                 'for weights_only loading, and unpickling them could run code. If you trust the '
                 'file, re-save only its tensors (its "state_dict") and load that instead. '
                 f'Details: {err}') from err
@@ -183,7 +210,7 @@ def load_from_local(filename, map_location=None):
     # Legacy files (weights_only reads them safely) have no CRCs to check.
     damage = None if legacy else _zip_damage(filename)
     if damage is not None:
-        raise _corrupt(filename, damage)
+        raise damaged_file_error(filename, damage, kind, advice)
     return checkpoint
 
 
@@ -295,7 +322,8 @@ def latest_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
 
 
 def remove_unfinished_writes(folder: str) -> List[str]:
-    """Delete the temporary files (``*.pth.tmp.PID``) of checkpoint writes that never finished.
+    """Delete the temporary files (``*.pth.tmp.PID.XXXXXXXX``, or ``*.pth.tmp.PID`` of earlier
+    versions) of checkpoint writes that never finished.
 
     Call only when no save is under way in ``folder`` (at the start of training).
 
@@ -314,33 +342,32 @@ def remove_unfinished_writes(folder: str) -> List[str]:
 class AtomicLocalBackend(LocalBackend):
     """Local file backend whose ``put`` never leaves a partly written file under the target name.
 
-    The bytes go to ``<target>.tmp.<pid>`` in the target's folder (same file system, so the rename
-    is atomic), are flushed and fsynced, and the file is then renamed over the target.
+    ``mmseg_custom.utils.atomic_write`` does it: a unique temporary file in the target's folder,
+    fsynced, renamed over the target, and the folder fsynced.
     """
 
     def put(self, obj, filepath):
         """Write ``obj`` (bytes) to ``filepath`` atomically; create its folder if needed."""
         filepath = osp.abspath(str(filepath))
-        folder = osp.dirname(filepath)
-        mkdir_or_exist(folder)
-        tmp = f'{filepath}.tmp.{os.getpid()}'
-        try:
-            with open(tmp, 'wb') as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
-        # Persist the rename itself: without this a power loss can still undo it.
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        mkdir_or_exist(osp.dirname(filepath))
+        write_atomic(filepath, obj)
 
 
-allow_mmengine_checkpoint_globals()
-register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
+def load_for_mmengine(filename, map_location=None):
+    """mmengine's loader of local checkpoints (``load_checkpoint``, so mmseg's ``init_model``):
+    :func:`load_from_local`, and a file without ``meta`` (a bare state dict, an official release
+    of another code base) gets an empty one, which ``init_model`` reads unconditionally."""
+    checkpoint = load_from_local(filename, map_location=map_location)
+    if isinstance(checkpoint, dict) and 'meta' not in checkpoint:
+        if 'state_dict' not in checkpoint and checkpoint and all(
+                isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            checkpoint = {'state_dict': checkpoint}
+        checkpoint['meta'] = {}
+    return checkpoint
+
+
+# force: a reload of this module (autoreload, importlib.reload) re-registers the same name.
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+# Through mmengine's own scheme registry, so that init_model reads our checkpoints on torch >= 2.6
+# with the allow-list applied only while it loads (and CRC-checked); other loads are untouched.
+CheckpointLoader.register_scheme(prefixes='', loader=load_for_mmengine, force=True)

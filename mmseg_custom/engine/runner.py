@@ -1,6 +1,7 @@
 """An mmengine ``Runner`` that runs one config on many GPUs, one GPU or CPU; safe checkpoints."""
 import datetime
 import re
+from collections import OrderedDict
 
 import torch
 import torch.distributed as torch_dist
@@ -10,8 +11,7 @@ from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS
-from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from mmengine.runner import Runner, load_state_dict
 from mmseg.registry import RUNNERS
 from torch.nn.parallel import DistributedDataParallel
 
@@ -155,7 +155,8 @@ class PortableRunner(Runner):
         if self._exact_load or strict:
             load_state_dict_exactly(model, checkpoint, filename)
         else:
-            _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=revise_keys)
+            load_state_dict(model, _revise_keys(checkpoint, revise_keys), strict=False,
+                            logger=self.logger)
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
@@ -168,6 +169,19 @@ class PortableRunner(Runner):
             backend_args = dict(backend=ATOMIC_BACKEND)
         super().save_checkpoint(out_dir, filename, file_client_args, save_optimizer,
                                 save_param_scheduler, meta, by_epoch, backend_args)
+
+
+def _revise_keys(checkpoint, revise_keys):
+    """The checkpoint's state dict with each ``(pattern, replacement)`` applied to its keys, in
+    order, as mmengine's ``load_checkpoint`` does (its helper for this is private)."""
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    metadata = getattr(state_dict, '_metadata', OrderedDict())
+    state_dict = OrderedDict(state_dict)  # a copy that can carry the metadata
+    for pattern, replacement in revise_keys:
+        state_dict = OrderedDict((re.sub(pattern, replacement, k), v)
+                                 for k, v in state_dict.items())
+    state_dict._metadata = metadata  # per-module versions, read by the modules' load hooks
+    return state_dict
 
 
 def close_process_group():

@@ -16,7 +16,8 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
-from mmseg_custom.engine import (AtomicLocalBackend, CheckpointError, latest_checkpoint,
+from mmseg_custom.engine import (AtomicLocalBackend, CheckpointError,
+                                 allow_mmengine_checkpoint_globals, latest_checkpoint,
                                  load_from_local, load_state_dict_exactly,
                                  remove_unfinished_writes)
 
@@ -35,9 +36,12 @@ def mmengine_style_checkpoint():
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
     path = tmp_path / 'iter_4.pth'
     torch.save(mmengine_style_checkpoint(), path)
-    for ckpt in (load_from_local(str(path), map_location='cpu'),
-                 _load_checkpoint(str(path), map_location='cpu'),  # mmengine's own loader
-                 torch.load(path, weights_only=True)):  # plain torch.load is covered too
+    # mmengine's own loader and plain torch.load read it inside the context manager; outside
+    # it they keep torch's allow-list (tests/engine/test_import_side_effects.py).
+    with allow_mmengine_checkpoint_globals():
+        loaded = (_load_checkpoint(str(path), map_location='cpu'),
+                  torch.load(path, weights_only=True))
+    for ckpt in (load_from_local(str(path), map_location='cpu'), *loaded):
         buffer = ckpt['message_hub']['log_scalars']['train/loss']
         assert isinstance(buffer, HistoryBuffer)
         assert buffer.mean() == pytest.approx((1.5 + 0.25 + 3.0 + 2) / 4)

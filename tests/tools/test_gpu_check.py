@@ -23,22 +23,34 @@ def run(cmd, timeout, **env):
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
+def wheel_cache():
+    """Where the test keeps the wheels it downloads: install.sh's cache, not the checkout."""
+    cache = os.environ.get('VITSPLIT_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'mmseg-vitsplit')
+    return Path(cache) / 'gpu_wheels'
+
+
 @pytest.fixture(scope='module')
 def wheels():
-    """The repository's .whl/, downloaded from PyPI by tools/gpu_wheels.sh when incomplete."""
-    if run(['bash', 'tools/gpu_wheels.sh', '--check'], 120).returncode != 0:
-        proc = run(['bash', 'tools/gpu_wheels.sh'], 600)
+    """The checkout's .whl/ when complete (checked offline, left as it is); else a copy in
+    install.sh's cache, downloaded there by tools/gpu_wheels.sh: a test run writes nothing into
+    the checkout."""
+    if run(['bash', 'tools/gpu_wheels.sh', '--check'], 120).returncode == 0:
+        return REPO / '.whl'
+    cache = wheel_cache()
+    if run(['bash', 'tools/gpu_wheels.sh', '--check', str(cache)], 120).returncode != 0:
+        proc = run(['bash', 'tools/gpu_wheels.sh', str(cache)], 600)
         if proc.returncode != 0:
             pytest.skip('tools/gpu_wheels.sh could not fetch the wheels (PyPI unreachable?): '
                         + proc.stdout.strip().splitlines()[-1])
-    return REPO / '.whl'
+    return cache
 
 
 @pytest.mark.slow
 def test_dry_run_passes_every_step(wheels, tmp_path):
     out = tmp_path / 'out'
     proc = run(['bash', str(CHECK), '--dry-run'], 1500, OUT=str(out),
-               GPU_CHECK_WORK=str(tmp_path / 'work'))
+               GPU_CHECK_WORK=str(tmp_path / 'work'), GPU_CHECK_WHEELS=str(wheels))
     assert proc.returncode == 0, proc.stdout
     assert 'all steps passed' in proc.stdout
     steps = json.loads((out / 'steps.json').read_text())

@@ -2,7 +2,10 @@
 # ../vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py for a like-for-like comparison:
 # the same DINOv2 trunk (patch 14, frozen), LoRA Reins after every block (no query linking: no
 # Mask2Former), the last block's refined patch tokens into the same ConvUpsampleLinearBNHead.
-# Total batch 2 x 4 GPUs = 8, 40k iters, lr 3e-4 (ViT-Split-S's).
+# Total batch 2 x 4 GPUs = 8, 40k iters. Optimizer and schedule: ViT-Split's, not Rein's
+# (../../_base_/schedules/vitsplit_40k.py: AdamW lr 3e-4 as ViT-Split-S, weight decay 0.01 on every
+# trainable parameter, the Reins' learnable tokens and scale and the norms included, 1500-iter
+# warm-up then poly). Rein's own: ./linear_dinov2_rein_small_512_40k_ade20k_rein_recipe.py.
 _base_ = [
     '../../_base_/models/vitsplit_linear.py', '../../_base_/datasets/ade20k_512.py',
     '../../_base_/default_runtime.py', '../../_base_/schedules/vitsplit_40k.py'
