@@ -23,6 +23,13 @@ FAMILIES = {
     'frozen': 'ade20k/baselines/linear_dinov2_frozen_small_512_40k_ade20k.py',
     'finetune': 'ade20k/baselines/linear_dinov2_finetune_small_512_40k_ade20k.py',
     'mask2former': 'ade20k/vitsplit/mask2former_dinov2_vitsplit_small_512_40k_ade20k.py',
+    # The adapter methods on their linear configs (their Mask2Former configs are depth 24):
+    # Rein (LoRA reins after every block) and LoRA inside the trunk (PEFTOptimWrapperConstructor).
+    'rein': 'ade20k/rein/linear_dinov2_rein_small_512_40k_ade20k.py',
+    'lora': 'ade20k/peft/linear_dinov2_lora_small_512_40k_ade20k.py',
+    # EoMT (queries in the fine-tuned trunk's last blocks) and ViT-Split-EoMT (in the task head).
+    'eomt': 'ade20k/eomt/eomt_dinov2_large_512_40k_ade20k.py',
+    'vitsplit_eomt': 'ade20k/vitsplit_eomt/eomt_dinov2_vitsplit_small_512_40k_ade20k.py',
 }
 
 

@@ -1,5 +1,5 @@
 """Every model family trains under 2-process DDP (gloo, CPU): ViT-Split, gate, frozen trunk,
-fine-tuning, Mask2Former."""
+fine-tuning, Mask2Former, Rein, LoRA."""
 import os
 import os.path as osp
 import socket
@@ -14,7 +14,7 @@ from mmseg_custom.datasets.synthetic_shapes import generate_dataset
 SCRIPT = osp.join(osp.dirname(osp.abspath(__file__)), 'ddp_families.py')
 
 
-@pytest.mark.slow  # ~100 s on the loaded 2-core CPU: five runners in two processes
+@pytest.mark.slow  # ~2 min on the loaded 2-core CPU: seven runners in two processes
 def test_every_family_trains_two_iterations_in_ddp(tmp_path):
     data_root = str(tmp_path / 'shapes')
     generate_dataset(data_root, num_train=4, num_val=1, size=56, verbose=False)

@@ -15,11 +15,12 @@ SIZE = 56  # input side: a 4 x 4 grid of 14-pixel patches
 
 
 def shipped_configs():
-    """Every experiment config (not the _base_ fragments), relative to configs/."""
+    """Every experiment config (not the _base_ fragments, nor the configs a user wrote with
+    tools/new_dataset.py into configs/custom/), relative to configs/."""
     root = osp.join(REPO, 'configs')
-    return sorted(osp.relpath(p, root) for p in glob.glob(osp.join(root, '**', '*.py'),
-                                                          recursive=True)
-                  if '_base_' not in osp.relpath(p, root).split(osp.sep))
+    rels = (osp.relpath(p, root) for p in glob.glob(osp.join(root, '**', '*.py'),
+                                                    recursive=True))
+    return sorted(r for r in rels if r.split(osp.sep)[0] not in ('_base_', 'custom'))
 
 
 def _shrink_trunk(trunk):
@@ -72,8 +73,14 @@ def tiny_config(name, num_classes=None):
             head.in_channels = [WIDTH] * 4
         if model.backbone.get('reins'):  # Rein's tokens are the head's queries
             model.backbone.reins.update(token_length=head.num_queries, query_dims=HEAD_WIDTH)
+    elif head.type == 'EoMTHead':  # queries and heads at the trunk's width
+        head.update(in_channels=WIDTH, num_queries=8)
+        head.loss_cls.class_weight = [1.0] * head.num_classes + [0.1]
+        head.train_cfg.num_points = 256
     else:
         head.update(in_channels=WIDTH, channels=WIDTH)
     if model.get('test_cfg', {}).get('mode') == 'slide':
         model.test_cfg.update(crop_size=(SIZE, SIZE), stride=(SIZE, SIZE))
+    elif model.get('test_cfg', {}).get('mode') == 'windows':
+        model.test_cfg.update(crop_size=(SIZE, SIZE))
     return cfg

@@ -12,6 +12,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch.profiler import record_function
 
+from ...engine.checkpoint import CheckpointError
 from .trunk import UnsupportedCombination, check_indices
 
 
@@ -143,7 +144,7 @@ class AdapterBackbone(BaseModule):
                 state_dict.setdefault(trunk + k, v)
 
 
-class TrunklessCheckpointError(ValueError):
+class TrunklessCheckpointError(CheckpointError):
     """A checkpoint without trunk weights for a trunk without a pretrained file."""
 
 

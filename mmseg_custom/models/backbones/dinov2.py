@@ -34,11 +34,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
@@ -92,8 +92,10 @@ class Block(nn.Module):
         self.mlp = ffn(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``attn_mask``: as ``F.scaled_dot_product_attention``'s (True: attend), as timm's blocks
+        take it (EoMT's masked attention)."""
+        x = x + self.ls1(self.attn(self.norm1(x), attn_mask))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
