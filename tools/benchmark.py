@@ -16,7 +16,11 @@ Per config (random weights, random images and labels, the config's own optimizer
 * with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image;
 * with ``--cts 0,0.15,0.3,0.45``: instead of the above, inference images/s of the frozen trunk
   (policy included) and of the whole model at each token-sharing reduction, against the same
-  model built without the CTS code path (``measure_cts``).
+  model built without the CTS code path (``measure_cts``);
+* with ``--onnx``: instead of the above, inference images/s of eager PyTorch and of ONNX Runtime
+  (CPU) on the exported graph (``tools/export.py``; same weights and inputs) at each graph
+  optimisation level, and of its int8 dynamic quantisation, with their logit errors
+  (``measure_onnx``).
 Ratios against the first config are printed, so put the reference (e.g. full fine-tuning) first.
 """
 import argparse
@@ -315,6 +319,76 @@ def measure_cts(config, reductions, args):
     return rows
 
 
+def measure_onnx(config, args):
+    """Inference images/s of eager ``encode_decode`` and of onnxruntime sessions on its export
+    (crop x crop, dynamic batch), at each ``--infer-batch``, interleaved; logit errors against
+    eager on the first batch's inputs."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mmseg_custom.deploy.export import export_onnx
+    from mmseg_custom.deploy.ort_segmentor import make_session
+    torch.manual_seed(0)
+    cfg, model = build(config, 'cpu')
+    model.eval()
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, int8 = os.path.join(tmp, 'model.onnx'), os.path.join(tmp, 'model.int8.onnx')
+        start = time.perf_counter()
+        export_onnx(model, path, (args.crop, args.crop), verify=False)
+        export_s = time.perf_counter() - start
+        # MatMul only: onnxruntime's ConvInteger path wants every conv weight an initializer
+        # (constant folding makes some Constant nodes), and the matmuls hold the compute.
+        quantize_dynamic(path, int8, weight_type=QuantType.QInt8, op_types_to_quantize=['MatMul'])
+        sessions = {f'ORT {level}': make_session(path, threads, level)
+                    for level in ('disable', 'basic', 'all')}
+        sessions['ORT all, int8 dynamic'] = make_session(int8, threads, 'all')
+    gen = torch.Generator().manual_seed(1)
+    xs = {n: torch.randn(n, 3, args.crop, args.crop, generator=gen) for n in args.infer_batch}
+
+    def eager(n):
+        with torch.no_grad():
+            return model.encode_decode(xs[n], [dict(img_shape=(args.crop, args.crop))] * n)
+
+    runs = {'eager PyTorch': lambda n: eager(n).numpy()}
+    for name, sess in sessions.items():
+        runs[name] = (lambda n, sess=sess:
+                      sess.run(None, {sess.get_inputs()[0].name: xs[n].numpy()})[0])
+    ref = runs['eager PyTorch'](args.infer_batch[0])
+    errors = {}
+    for name, fn in runs.items():
+        got = fn(args.infer_batch[0])
+        errors[name] = (float(abs(got - ref).max()),
+                        float((got.argmax(1) == ref.argmax(1)).mean()))
+    times = {(name, n): [] for name in runs for n in args.infer_batch}
+    for _ in range(args.warmup):
+        for name, n in times:
+            runs[name](n)
+    for _ in range(args.iters):
+        for name, n in times:
+            times[name, n].append(timed(lambda: runs[name](n)))
+    rows = []
+    for name in runs:
+        rows.append(dict(setting=name, max_abs_err=errors[name][0], argmax=errors[name][1],
+                         img_s={str(n): n / statistics.median(times[name, n])
+                                for n in args.infer_batch}))
+    return dict(rows=rows, threads=threads, export_s=export_s)
+
+
+def print_onnx_table(config, result):
+    rows, batches = result['rows'], list(result['rows'][0]['img_s'])
+    print(f'\n{os.path.basename(config)}: inference images/s (medians), {result["threads"]} '
+          f'threads for torch and onnxruntime; export took {result["export_s"]:.1f} s')
+    print(f'{"setting":<24}' + ''.join(f'{"img/s b" + n:>12}{"x eager":>9}' for n in batches)
+          + f'{"max|err|":>11}{"argmax %":>10}')
+    ref = rows[0]['img_s']
+    for r in rows:
+        print(f'{r["setting"]:<24}'
+              + ''.join(f'{r["img_s"][n]:>12.3f}{r["img_s"][n] / ref[n]:>9.2f}' for n in batches)
+              + f'{r["max_abs_err"]:>11.1e}{100 * r["argmax"]:>10.3f}')
+
+
 def print_cts_table(config, rows):
     ref = rows[0]
     print(f'\n{os.path.basename(config)}: inference images per second of wall time and per '
@@ -374,6 +448,9 @@ def main():
     parser.add_argument('--cts', metavar='R,R,...',
                         help='token-sharing reductions to time for inference (e.g. '
                         '0,0.15,0.3,0.45) instead of the training benchmark')
+    parser.add_argument('--onnx', action='store_true',
+                        help='time eager PyTorch against ONNX Runtime (CPU) for inference at each '
+                        '--infer-batch, instead of the training benchmark')
     parser.add_argument('--one', help=argparse.SUPPRESS)  # child process: measure one config
     args = parser.parse_args()
     args.infer_batch = args.infer_batch or [args.batch]
@@ -381,6 +458,17 @@ def main():
         torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(measure_alone(args.one, args)))
+        return
+    if args.onnx:
+        print(f'torch {torch.__version__}, onnxruntime {__import__("onnxruntime").__version__}, '
+              f'cpu, crop {args.crop}, inference batches {args.infer_batch}, threads '
+              f'{torch.get_num_threads()}, random weights')
+        results = {c: measure_onnx(c, args) for c in args.configs}
+        for config, result in results.items():
+            print_onnx_table(config, result)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(results, f, indent=1)
         return
     if args.cts:
         reductions = [float(r) for r in args.cts.split(',')]

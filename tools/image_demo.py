@@ -23,7 +23,7 @@ from mmseg_custom.engine import CheckpointError, load_checkpoint_exactly
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Segment one image and write an overlay.')
     parser.add_argument('config', help='model config file (the one in the work dir works)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an ONNX file of tools/export.py')
     parser.add_argument('img', help='image file')
     parser.add_argument('--out', default='overlay.png', help='overlay to write')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu',
@@ -51,8 +51,12 @@ def load_model(config, checkpoint, device):
     """The model of ``config`` with the weights of ``checkpoint``, which must fit it exactly.
 
     mmseg's ``init_model`` loads what fits and only warns about the rest: a checkpoint of another
-    class count would give predictions from a random head.
+    class count would give predictions from a random head. An ``.onnx`` file (tools/export.py)
+    runs in onnxruntime.
     """
+    if str(checkpoint).endswith('.onnx'):
+        from mmseg_custom.deploy import init_onnx_model
+        return init_onnx_model(config, checkpoint, device)
     model = init_model(config, None, device=device)
     ckpt = load_checkpoint_exactly(model, checkpoint)
     model.dataset_meta = dataset_meta(ckpt, model.decode_head.num_classes)

@@ -1,6 +1,7 @@
 """Test (and evaluate) a segmentor: mmseg 1.x's ``tools/test.py`` flags on ``PortableRunner``.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR] [--show-dir DIR] [--tta]
+    python tools/test.py CONFIG model.onnx [...]   # a model exported by tools/export.py
     bash dist_test.sh CONFIG CHECKPOINT GPUS [same flags]
 """
 import argparse
@@ -20,7 +21,7 @@ def parse_args():
     """Command line of mmseg 1.x's test.py."""
     parser = argparse.ArgumentParser(description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an ONNX file of tools/export.py')
     parser.add_argument('--work-dir', help='the dir to save logs and the evaluation metrics')
     parser.add_argument('--out', help='directory to save predictions to, for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
@@ -76,6 +77,9 @@ def main():
             raise ValueError('--amp/--compile need model.type BatchedSlideEncoderDecoder '
                              f'(the segmentor of our configs), got {cfg.model.type}')
         cfg.model.test_cfg.update(amp=args.amp, compile=args.compile)
+    if args.checkpoint.endswith('.onnx'):  # an exported model (tools/export.py): onnxruntime
+        from mmseg_custom.deploy import onnx_test_model
+        cfg.model, cfg.load_from = onnx_test_model(cfg.model, args.checkpoint), None
     if args.tta:
         if 'tta_pipeline' not in cfg or 'pipeline' not in cfg.test_dataloader.dataset:
             sys.exit(f'--tta: {args.config} has no single test pipeline to augment (a test set '

@@ -1,0 +1,288 @@
+"""ONNX export (mmseg_custom/deploy, tools/export.py): every shipped model family at toy width runs
+in onnxruntime (CPU) with the logits of eager PyTorch, and bad requests fail cleanly."""
+import importlib.util
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+import mmseg_custom  # noqa: F401
+from mmseg_custom.deploy import (ExportError, check_family, export_onnx, make_session,
+                                 read_metadata)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+MAX_ABS_ERR = 1e-4
+MIN_ARGMAX_AGREEMENT = 0.9999
+SECOND_SIZE = (70, 98)  # the second input size of the dynamic exports (off the patch multiples)
+
+# (config, dynamic, config overrides): one config per family; the Mask2Former heads, token
+# sharing and EVA02's rotary embedding export at a fixed size only (check_family says why). The
+# VPT and AdaptFormer adapters run on the LoRA config's linear head, and Rein's DINOv2-L on 6
+# blocks: the same code paths, a fraction of the export time. The learnable-gate configs use the
+# sparse gate's class (ViTSplitGate).
+LORA = 'ade20k/peft/linear_dinov2_lora_small_512_40k_ade20k.py'
+FAMILIES = [
+    ('ade20k/vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py', True, {}),
+    ('ade20k/vitsplit/linear_dinov2_vitsplit_sparsegate_small_512_20k_ade20k.py', True, {}),
+    ('ade20k/vitsplit/mask2former_dinov2_vitsplit_small_512_40k_ade20k.py', False, {}),
+    ('ade20k/vitsplit_cts/linear_dinov2_vitsplit_cts30_small_512_40k_ade20k.py', False, {}),
+    ('ade20k/vitsplit/linear_dinov3_vitsplit_small_512_40k_ade20k.py', True, {}),
+    ('ade20k/rein/linear_dinov2_rein_small_512_40k_ade20k.py', True, {}),
+    ('gtav/rein/mask2former_dinov2_rein_large_512_40k_gtav.py', False,
+     {'model.backbone.trunk.arch.depth': 6, 'model.backbone.out_indices': [1, 2, 3, 5]}),
+    (LORA, True, {}),
+    (LORA, True, {'model.backbone.adapter': dict(_delete_=True, type='VPTDeep', num_tokens=4)}),
+    (LORA, True, {'model.backbone.adapter': dict(_delete_=True, type='AdaptFormerAdapter',
+                                                 bottleneck=8)}),
+    ('ade20k/baselines/linear_dinov2_frozen_small_512_40k_ade20k.py', True, {}),
+    ('ade20k/baselines/linear_dinov3_finetune_small_512_40k_ade20k.py', True, {}),
+    ('ade20k/vfm_benchmark/linear_eva02_vitsplit_base_512_40k_ade20k.py', False, {}),
+    ('ade20k/vfm_benchmark/linear_siglip2_finetune_base_512_40k_ade20k.py', True, {}),
+]
+IDS = [osp.basename(n)[:-3] + ''.join(f'-{v["type"]}' for v in o.values() if isinstance(v, dict))
+       for n, _, o in FAMILIES]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the exports are tracing-bound, and the tests share 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build_tiny(tiny_models, name, num_classes=None, overrides=None):
+    """The config's model at toy width, random weights, every zero-initialised weight (deformable
+    offsets, LoRA B, adapter up-projections) made non-zero so that its path counts; Mask2Former
+    with 3 decoder and 2 pixel-decoder layers (9 and 6 repeat the same layers)."""
+    cfg = tiny_models.tiny_config(name, num_classes)
+    cfg.merge_from_dict(overrides or {})
+    head = cfg.model.decode_head
+    if head.type in ('Mask2FormerHead', 'ReinMask2FormerHead'):
+        head.transformer_decoder.num_layers = 3
+        head.pixel_decoder.encoder.num_layers = 2
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return cfg, model.eval()
+
+
+def compare(model, session, x):
+    """Max abs logit error and argmax agreement of onnxruntime against eager encode_decode."""
+    size = x.shape[-2:]
+    with torch.no_grad():
+        ref = model.encode_decode(x, [dict(img_shape=size, pad_shape=size, ori_shape=size)])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    ref = ref.numpy()
+    assert got.shape == ref.shape
+    return float(np.abs(got - ref).max()), float((got.argmax(1) == ref.argmax(1)).mean())
+
+
+@pytest.mark.parametrize('name, dynamic, overrides', FAMILIES, ids=IDS)
+def test_family_exports_and_matches_pytorch(tiny_models, tmp_path, name, dynamic, overrides):
+    cfg, model = build_tiny(tiny_models, name, overrides=overrides)
+    size = (tiny_models.SIZE, tiny_models.SIZE)
+    out = str(tmp_path / 'model.onnx')
+    export_onnx(model, out, size, dynamic=dynamic, verify=False, config_name=name)
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto)
+    assert {n.domain for n in proto.graph.node} <= {'', 'ai.onnx'}  # standard ops only
+    session = make_session(out, num_threads=1)
+    gen = torch.Generator().manual_seed(2)
+    inputs = [torch.randn(2, 3, *size, generator=gen)]
+    if dynamic:
+        inputs.append(torch.randn(1, 3, *SECOND_SIZE, generator=gen))
+    for x in inputs:
+        err, agree = compare(model, session, x)
+        assert err <= MAX_ABS_ERR and agree >= MIN_ARGMAX_AGREEMENT, (tuple(x.shape), err, agree)
+
+
+def test_preprocess_in_graph_equals_mmseg_preprocessor(tiny_models, tmp_path):
+    """--with-preprocess: raw uint8 BGR images in, the logits of mmseg's data preprocessor +
+    encode_decode out; the metadata describes the file."""
+    name = 'ade20k/vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py'
+    cfg, model = build_tiny(tiny_models, name)
+    pre = cfg.model.data_preprocessor
+    out = str(tmp_path / 'raw.onnx')
+    export_onnx(model, out, (56, 56), dynamic=True, with_preprocess=True,
+                preprocess=dict(mean=pre.mean, std=pre.std, bgr_to_rgb=pre.bgr_to_rgb),
+                dataset_meta=dict(classes=[f'c{i}' for i in range(150)],
+                                  palette=[[i, i, i] for i in range(150)]),
+                config_name=osp.basename(name), verify=False)
+    images = np.random.RandomState(0).randint(0, 256, (1, 63, 77, 3)).astype(np.uint8)
+    with torch.no_grad():
+        data = model.data_preprocessor(
+            dict(inputs=[torch.from_numpy(images[0]).permute(2, 0, 1)]), False)
+        x = data['inputs']
+        ref = model.encode_decode(x, [dict(img_shape=x.shape[-2:])]).numpy()
+    session = make_session(out)
+    got = session.run(None, {'image': images})[0]
+    assert np.abs(got - ref).max() <= MAX_ABS_ERR
+    meta = read_metadata(out)
+    assert meta['classes'][:2] == ['c0', 'c1'] and meta['palette'][1] == [1, 1, 1]
+    assert meta['mean'] == list(pre.mean) and meta['std'] == list(pre.std)
+    assert meta['bgr_to_rgb'] is True and meta['with_preprocess'] is True
+    assert meta['size_constraints']['dynamic'] is True
+    assert meta['size_constraints']['patch_size'] == 14
+    assert meta['config'] == osp.basename(name) and 'NHWC uint8' in meta['input_layout']
+
+
+def test_dynamic_refused_where_the_graph_cannot_follow(tiny_models):
+    _, model = build_tiny(tiny_models,
+                          'ade20k/vitsplit/mask2former_dinov2_vitsplit_small_512_40k_ade20k.py')
+    with pytest.raises(ExportError, match='--dynamic is not possible .*Mask2Former'):
+        check_family(model, dynamic=True)
+
+
+def test_failed_verification_leaves_nothing(tiny_models, tmp_path):
+    """A graph that does not pass the check is not written, and no temporary file stays."""
+    _, model = build_tiny(tiny_models,
+                          'ade20k/baselines/linear_dinov2_frozen_small_512_40k_ade20k.py')
+    out = tmp_path / 'model.onnx'
+    with pytest.raises(ExportError, match='does not reproduce the PyTorch model'):
+        export_onnx(model, str(out), (56, 56), tolerance=-1.0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_family_and_small_shape_are_refused(tiny_models, tmp_path):
+    _, model = build_tiny(tiny_models,
+                          'ade20k/baselines/linear_dinov2_frozen_small_512_40k_ade20k.py')
+    with pytest.raises(ExportError, match='smaller than one 14-pixel patch'):
+        export_onnx(model, str(tmp_path / 'm.onnx'), (10, 56))
+    model.decode_head = nn.Identity()
+    with pytest.raises(ExportError, match='decode head Identity is not supported'):
+        check_family(model)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_op_is_named(tmp_path):
+    """An op the installed onnxruntime lacks: one error naming it, the file and the fix."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node('NoSuchOp', ['x'], ['y'])], 'g',
+        [onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1])])
+    path = str(tmp_path / 'bad.onnx')
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', 17)]),
+              path)
+    with pytest.raises(ExportError, match='has no kernel for NoSuchOp') as e:
+        make_session(path)
+    assert path in str(e.value)
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def trained(tiny_models, tmp_path):
+    """(config file, checkpoint) of the demo ViT-Split at toy width, 3 classes, on a 2-image
+    validation set written to tmp_path."""
+    cfg, model = build_tiny(tiny_models, 'demo/vitsplit_tiny_shapes.py', num_classes=3)
+    rng = np.random.RandomState(0)
+    root = tmp_path / 'data'
+    for sub in ('img', 'ann'):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        label = np.zeros((56, 70), np.uint8)
+        label[10:30, 5:40], label[35:50, 30:65] = 1, 2
+        img = np.clip(label[..., None] * 80 + rng.randint(0, 60, (56, 70, 3)), 0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(root / 'img' / f'{i}.png')
+        Image.fromarray(label).save(root / 'ann' / f'{i}.png')
+    metainfo = dict(classes=('background', 'one', 'two'),
+                    palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    dataset = dict(type='BaseSegDataset', data_root=str(root), metainfo=metainfo,
+                   img_suffix='.png', seg_map_suffix='.png',
+                   data_prefix=dict(img_path='img', seg_map_path='ann'),
+                   pipeline=cfg.test_pipeline)
+    cfg.test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                               sampler=dict(type='DefaultSampler', shuffle=False),
+                               dataset=dataset)
+    cfg.test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    cfg.work_dir = str(tmp_path / 'work')
+    config = str(tmp_path / 'tiny_vitsplit.py')
+    cfg.dump(config)
+    checkpoint = str(tmp_path / 'tiny.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(dataset_meta=metainfo)), checkpoint)
+    return config, checkpoint, root
+
+
+def test_tools_export_test_and_demo_on_an_onnx_file(trained, tmp_path, capsys):
+    """tools/export.py writes a verified file with the checkpoint's classes; tools/test.py gives
+    the PyTorch model's mIoU with it; tools/image_demo.py segments with it as with PyTorch."""
+    config, checkpoint, root = trained
+    out = str(tmp_path / 'tiny.onnx')
+    report = load_tool('export').main([config, checkpoint, '--out', out, '--dynamic'])
+    assert all(c['max_abs_err'] <= MAX_ABS_ERR for c in report['checks'])
+    assert read_metadata(out)['classes'] == ['background', 'one', 'two']
+
+    demo = load_tool('image_demo')
+    img = str(root / 'img' / '0.png')
+    onnx_result = demo.main([config, out, img, '--out', str(tmp_path / 'o.png'), '--device',
+                             'cpu'])
+    torch_result = demo.main([config, checkpoint, img, '--out', str(tmp_path / 't.png'),
+                              '--device', 'cpu'])
+    assert osp.isfile(tmp_path / 'o.png')
+    assert torch.equal(onnx_result.pred_sem_seg.data, torch_result.pred_sem_seg.data)
+
+    mious = []
+    for ckpt in (out, checkpoint):
+        proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'test.py'), config, ckpt,
+                               '--work-dir', str(tmp_path / 'work')],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=300,
+                              env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        mious.append(re.findall(r'mIoU: ([\d.]+)', proc.stdout)[-1])
+    assert mious[0] == mious[1]
+
+
+def test_export_tool_refuses_a_checkpoint_that_does_not_fit(tiny_models, trained, tmp_path):
+    config, _, _ = trained
+    _, other = build_tiny(tiny_models, 'demo/vitsplit_tiny_shapes.py', num_classes=5)
+    wrong = str(tmp_path / 'five_classes.pth')
+    torch.save(dict(state_dict=other.state_dict()), wrong)
+    out = tmp_path / 'model.onnx'
+    with pytest.raises(SystemExit, match='decode_head.conv_seg.weight') as e:
+        load_tool('export').main([config, wrong, '--out', str(out)])
+    assert wrong in str(e.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('antialias', [False, True])
+@pytest.mark.parametrize('in_len, out_len, scale_factor', [
+    (8, 13, None), (8, 5, None), (8, 8, None), (8, 10, 10.1 / 8), (37, 36, 36.1 / 37)])
+def test_resize_matrix_is_pytorchs_bicubic(antialias, in_len, out_len, scale_factor):
+    """The traced stand-in of position-embedding interpolation computes F.interpolate's
+    bicubic (size= or scale_factor=, with and without antialiasing) as M @ grid @ M^T."""
+    import torch.nn.functional as F
+
+    from mmseg_custom.deploy.trace_fixes import cubic_resize_matrix
+    x = torch.randn(3, in_len, in_len, generator=torch.Generator().manual_seed(0))
+    kwargs = (dict(scale_factor=(scale_factor, scale_factor)) if scale_factor
+              else dict(size=(out_len, out_len)))
+    ref = F.interpolate(x[None], mode='bicubic', antialias=antialias, **kwargs)[0]
+    in_per_out = 1 / scale_factor if scale_factor else in_len / out_len
+    m = cubic_resize_matrix(out_len, in_len, in_per_out, antialias)
+    assert torch.allclose(m @ x @ m.T, ref, atol=1e-5)
