@@ -1,13 +1,9 @@
 # EoMT-L on DINOv3-L/16 (timm; tue-mps/eomt configs/dinov3/ade20k/semantic/eomt_large_512.yaml:
-# 59.5 mIoU), ade20k, crop 512, total batch 4 x 4 GPUs = 16, 20k iterations (16 epochs). The
+# 59.5 mIoU): ./eomt_dinov2_large_512_40k_ade20k.py (ade20k, crop 512, total batch 4 x 4 GPUs = 16)
+# with the DINOv3 trunk and the official DINOv3 run's recipe, 20k iterations (16 epochs). The
 # published DINOv3 EoMT checkpoints hold the encoder as differences to the DINOv3 weights:
 # delta_weights=True adds the trunk's pretrained file when loading one.
-_base_ = [
-    '../../_base_/models/eomt_dinov2.py', '../../_base_/datasets/ade20k_512.py',
-    '../../_base_/default_runtime.py', '../../_base_/schedules/eomt_40k.py'
-]
-custom_imports = dict(imports=['mmseg_custom', 'mmseg_custom.models.eomt'],
-                      allow_failed_imports=False)
+_base_ = ['./eomt_dinov2_large_512_40k_ade20k.py']
 max_iters = 20000
 model = dict(
     delta_weights=True,
@@ -28,4 +24,3 @@ custom_hooks = [
     dict(type='EoMTMaskAnnealingHook', start_iters=[0, 6520, 9780, 13040],
          end_iters=[3000, 9780, 13040, 16300]),
 ]
-train_dataloader = dict(batch_size=4)
