@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import trace_fixes
+from ..models.backbones.timm_vit import ROPES_FOLLOWING_TRACED_SIZE
 
 FORMAT_VERSION = '1'
 DEFAULT_OPSET = 17
@@ -45,7 +45,7 @@ LINEAR_HEADS = ('ConvUpsampleLinearBNHead', 'LinearBNHead', 'MultiScaleConvUpsam
 MASK2FORMER_HEADS = ('Mask2FormerHead', 'ReinMask2FormerHead')
 SEGMENTORS = ('EncoderDecoder', 'BatchedSlideEncoderDecoder')
 # timm rotary embeddings whose in-graph table follows the input size (checked by the tests).
-DYNAMIC_ROPE = ('RotaryEmbeddingDinoV3', )
+DYNAMIC_ROPE = ROPES_FOLLOWING_TRACED_SIZE
 
 
 class ExportError(RuntimeError):
@@ -314,15 +314,10 @@ def export_onnx(model: nn.Module,
     tmp = osp.join(tmp_dir, osp.basename(out))
     start = time.time()
     try:
-        grid = None if dynamic else (-(-shape[0] // patch), -(-shape[1] // patch))
-        with torch.no_grad(), _export_mode(model), trace_fixes.installed(model, grid), \
-                warnings.catch_warnings():
+        with torch.no_grad(), _test_time_settings(model), warnings.catch_warnings():
             # Tracer warnings list every Python int taken from a shape; the verification below,
             # not these, says whether the graph generalises.
             warnings.simplefilter('ignore')
-            # One eager pass first: state built lazily on first use (TokenSharing's BN-folded
-            # policy) must not be built inside the trace, where it would hold traced values.
-            graph(example)
             try:
                 torch.onnx.export(graph, (example, ), tmp, dynamo=False, opset_version=opset,
                                   input_names=[input_name], output_names=[OUTPUT_NAME],
@@ -352,43 +347,23 @@ def export_onnx(model: nn.Module,
                 dynamic=dynamic, opset=opset, seconds=seconds, checks=checks)
 
 
-class _export_mode:
-    """Trace-time settings: deformable attention on its PyTorch specification, per-size Python
-    caches emptied (a cached table would be baked in as a
-    constant of the trace size; computed in the graph it follows the input), and the segmentor's
-    test-time autocast/compile switched off. Restored afterwards."""
+class _test_time_settings:
+    """The segmentor's test-time autocast and compile switched off for the trace (the graph is
+    float32, traced eagerly); restored afterwards."""
 
     def __init__(self, model: nn.Module):
         self.model = model
 
     def __enter__(self):
-        # The compiled deformable-attention kernel is an autograd.Function with no ONNX form:
-        # trace its specification (GridSample), which ops.multi_scale_deformable_attn falls back
-        # to when the extension is absent.
-        from ..ops import multi_scale_deform_attn
-        self.msda, self.saved_ext = multi_scale_deform_attn, multi_scale_deform_attn._ext
-        multi_scale_deform_attn._ext = None
         self.saved_cfg = self.model.test_cfg
         test_cfg = dict(self.model.test_cfg or {})
         test_cfg.update(amp=False, compile=False)
         self.model.test_cfg = type(self.saved_cfg)(test_cfg) if self.saved_cfg else test_cfg
-        self._clear_caches()
         return self
 
     def __exit__(self, *exc):
-        self._clear_caches()  # traced tensors must not stay behind in a cache
         self.model.test_cfg = self.saved_cfg
-        self.msda._ext = self.saved_ext
         return False
-
-    def _clear_caches(self):
-        for module in self.model.modules():
-            for name in ('_rope_cache', ):
-                cache = getattr(module, name, None)
-                if isinstance(cache, dict):
-                    cache.clear()
-            if hasattr(module, '_shared_rope'):
-                module._shared_rope = None
 
 
 def _example_input(batch: int, shape: Tuple[int, int], raw: bool, seed: int) -> torch.Tensor:

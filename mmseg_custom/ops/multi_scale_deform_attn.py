@@ -4,6 +4,7 @@
 kernels of ``vitsplit_msda_ext`` (built by ``bash ops/make.sh``) compute the same thing faster and
 with less memory; ``multi_scale_deformable_attn`` picks them when they are built for the tensors'
 device and falls back to the specification otherwise, so nothing here requires the extension.
+While tracing (ONNX export) it is the specification too: bilinear ``GridSample`` and matmuls.
 """
 import warnings
 
@@ -103,8 +104,11 @@ def multi_scale_deformable_attn(value, value_spatial_shapes, value_level_start_i
     Half and bfloat16 values are supported; the kernels read locations and weights in float and
     accumulate in float (double for double values).
     """
-    if not compiled_ops_available(value.device):
-        if value.is_cuda:
+    # While tracing (ONNX export), the specification: the kernels' autograd.Function has no
+    # graph form, the reference exports as GridSample.
+    tracing = torch.jit.is_tracing()
+    if tracing or not compiled_ops_available(value.device):
+        if value.is_cuda and not tracing:
             warnings.warn('vitsplit_msda_ext has no CUDA kernels (run bash ops/make.sh on a '
                           'machine with nvcc): deformable attention runs on the slower, '
                           'memory-hungry PyTorch reference')

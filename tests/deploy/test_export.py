@@ -274,11 +274,11 @@ def test_export_tool_refuses_a_checkpoint_that_does_not_fit(tiny_models, trained
 @pytest.mark.parametrize('in_len, out_len, scale_factor', [
     (8, 13, None), (8, 5, None), (8, 8, None), (8, 10, 10.1 / 8), (37, 36, 36.1 / 37)])
 def test_resize_matrix_is_pytorchs_bicubic(antialias, in_len, out_len, scale_factor):
-    """The traced stand-in of position-embedding interpolation computes F.interpolate's
-    bicubic (size= or scale_factor=, with and without antialiasing) as M @ grid @ M^T."""
+    """The traced path of position-embedding interpolation computes F.interpolate's bicubic
+    (size= or scale_factor=, with and without antialiasing) as M @ grid @ M^T."""
     import torch.nn.functional as F
 
-    from mmseg_custom.deploy.trace_fixes import cubic_resize_matrix
+    from mmseg_custom.models.pos_resize import cubic_resize_matrix
     x = torch.randn(3, in_len, in_len, generator=torch.Generator().manual_seed(0))
     kwargs = (dict(scale_factor=(scale_factor, scale_factor)) if scale_factor
               else dict(size=(out_len, out_len)))
@@ -286,3 +286,25 @@ def test_resize_matrix_is_pytorchs_bicubic(antialias, in_len, out_len, scale_fac
     in_per_out = 1 / scale_factor if scale_factor else in_len / out_len
     m = cubic_resize_matrix(out_len, in_len, in_per_out, antialias)
     assert torch.allclose(m @ x @ m.T, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('registers', [0, 4])  # offset 0.1 bicubic; antialiased, no offset
+def test_traced_position_encodings_equal_the_eager_ones(registers):
+    """What the trunks compute while tracing (pos_resize's matrices) equals their eager position
+    embeddings: DINOv2's (the stored grid, one axis of stored length, up and down) and timm's
+    ``resample_abs_pos_embed``."""
+    from timm.layers import resample_abs_pos_embed
+
+    from mmseg_custom.models.pos_resize import resample_abs_pos_embed as traceable
+    trunk = MODELS.build(dict(type='DINOv2', arch=dict(embed_dims=32, depth=1, num_heads=2,
+                                                       ffn_type='mlp'),
+                              img_size=112, num_register_tokens=registers))
+    with torch.no_grad():
+        trunk.pos_embed.normal_(generator=torch.Generator().manual_seed(0))
+        for h, w in [(8, 8), (8, 5), (11, 8), (3, 13)]:
+            assert torch.allclose(trunk._traced_pos_encoding(h, w, torch.float32),
+                                  trunk.interpolate_pos_encoding(h, w, torch.float32),
+                                  atol=1e-5), (h, w)
+            pos = trunk.pos_embed
+            assert torch.allclose(traceable(pos, (h, w), (8, 8), num_prefix_tokens=1),
+                                  resample_abs_pos_embed(pos, (h, w), (8, 8)), atol=1e-5), (h, w)

@@ -13,6 +13,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmseg.registry import MODELS
 
 from ..patch_resample import resample_patch_and_grid
+from ..pos_resize import cubic_resize_matrix, resize_grid
 from ..weights import load_dinov2_weights, resolve_weights
 from .token_sharing import SharePlan
 from .trunk import DINOv2Backbone, Trunk, centre_pad, check_indices  # noqa: F401 (re-exported)
@@ -210,6 +211,8 @@ class DINOv2(Trunk):
 
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """Position embedding for an h x w patch grid, as the official implementation computes it."""
+        if torch.jit.is_tracing():
+            return self._traced_pos_encoding(h, w, dtype)
         n = self.pos_embed.shape[1] - 1
         if h * w == n and h == w:
             return self.pos_embed.to(dtype)
@@ -227,6 +230,30 @@ class DINOv2(Trunk):
             pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2),
             mode='bicubic', antialias=self.interpolate_antialias, **kwargs)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)
+        return torch.cat((pos[:, :1], patch_pos), dim=1).to(dtype)
+
+    def _traced_pos_encoding(self, h, w, dtype: torch.dtype) -> torch.Tensor:
+        """``interpolate_pos_encoding`` for traced sizes ``h``, ``w`` (ONNX export), which
+        ``F.interpolate(scale_factor=...)`` cannot take: the same bicubic as matrix products
+        (``pos_resize``), and the identity where the eager code skips the interpolation (the
+        stored square grid), so one graph serves every size."""
+        pos = self.pos_embed.float()
+        n, dim = pos.shape[1] - 1, pos.shape[-1]
+        m = int(math.sqrt(n))
+        offset = self.interpolate_offset or 0.0
+        antialias = bool(self.interpolate_antialias)
+        stored = (torch.as_tensor(h) == m) & (torch.as_tensor(w) == m)
+        mats = []
+        for size in (h, w):
+            size_f = torch.as_tensor(size).float()
+            in_per_out = m / (size_f + offset) if offset else m / size_f
+            interp = cubic_resize_matrix(size, m, in_per_out, antialias)
+            # (size, m) identity rows: where the code skips the interpolation, and on any axis
+            # of unchanged length with antialiasing (PyTorch's antialiased kernel copies it).
+            eye = torch.cat((torch.eye(m), torch.zeros(size, m)))[:size]
+            same = (torch.as_tensor(size) == m) if antialias else stored
+            mats.append(torch.where(stored | same, eye, interp))
+        patch_pos = resize_grid(pos[0, 1:].reshape(m, m, dim), *mats)
         return torch.cat((pos[:, :1], patch_pos), dim=1).to(dtype)
 
     def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:

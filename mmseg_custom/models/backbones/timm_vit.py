@@ -13,9 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
+from .. import pos_resize
 from ..timm_weights import load_timm_weights, resolve_timm_weights
 from .token_sharing import SharePlan
 from .trunk import Trunk, centre_pad
+
+# timm rotary embeddings whose table, computed in a traced graph, follows the input size. Others
+# (EVA02's) enter a trace as the constant table of the traced grid.
+ROPES_FOLLOWING_TRACED_SIZE = ('RotaryEmbeddingDinoV3', )
 
 
 @MODELS.register_module()
@@ -109,13 +114,25 @@ class TimmViT(Trunk):
         return table
 
     def rope_table(self, grid: Tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
-        """Rotary table of a grid, cached per grid and device (None without RoPE)."""
+        """Rotary table of a grid, cached per grid and device (None without RoPE); while
+        tracing, not cached (see :meth:`_rope_embed`)."""
         if self.rope is None:
             return None
-        if self.rope.training and getattr(self.rope, 'aug_active', False):
-            return self.rope.get_embed(shape=list(grid)).to(device)  # random per step
-        return self._cached((grid, device),
-                            lambda: self.rope.get_embed(shape=list(grid)).to(device))
+        if torch.jit.is_tracing() or (self.rope.training
+                                      and getattr(self.rope, 'aug_active', False)):
+            return self._rope_embed(self.rope, grid, device)  # traced, or random per step
+        return self._cached((grid, device), lambda: self._rope_embed(self.rope, grid, device))
+
+    @staticmethod
+    def _rope_embed(rope: nn.Module, grid: Tuple[int, int], device: torch.device) -> torch.Tensor:
+        """timm's rotary table of ``grid``. While tracing (ONNX export), the table of a rope that
+        follows traced sizes is computed in the graph; any other rope's table is computed at the
+        traced grid's integer size and enters the graph as a constant (``from_numpy`` results
+        are constants of a trace), so that graph holds one input size."""
+        if not torch.jit.is_tracing() or type(rope).__name__ in ROPES_FOLLOWING_TRACED_SIZE:
+            return rope.get_embed(shape=list(grid)).to(device)
+        table = rope.get_embed(shape=[int(g) for g in grid])
+        return torch.from_numpy(table.detach().cpu().numpy().copy()).to(device)
 
     def tokenize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Centre-pad, embed patches, add prefix tokens and absolute positions as timm does."""
@@ -124,9 +141,9 @@ class TimmViT(Trunk):
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, h, w, D) patch embeddings -> (B, P + h*w, D) with prefix tokens and positions."""
-        if self.family == 'VisionTransformer':
+        if self.family == 'VisionTransformer' and not torch.jit.is_tracing():
             return self.model._pos_embed(x)
-        return self._eva_pos_embed(x)
+        return self._resampled_pos_embed(x)
 
     def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
         """The image (or a label map) as ``tokenize`` patchifies it."""
@@ -163,7 +180,8 @@ class TimmViT(Trunk):
         with timm's ``grid_offset`` raised by half a patch at the superpatch's top-left patch
         (exact for timm's DINOv3 and EVA ('cat') RoPE, whose coordinates are index + offset).
         Cached for the last plan: every block of one forward pass reuses it."""
-        if self._shared_rope is not None and self._shared_rope[0] is plan:
+        tracing = torch.jit.is_tracing()  # traced tables are not cached
+        if not tracing and self._shared_rope is not None and self._shared_rope[0] is plan:
             return self._shared_rope[1]
         rope = self.rope
         if (not hasattr(rope, 'grid_offset') or getattr(rope, 'grid_type', 'centered')
@@ -181,20 +199,27 @@ class TimmViT(Trunk):
         def centres():
             centred = copy.copy(rope)  # a shallow copy: buffers shared, offset its own
             centred.grid_offset = rope.grid_offset + 0.5
-            table = centred.get_embed(shape=list(grid)).to(device)
+            table = self._rope_embed(centred, grid, device)
             gh, gw = plan.super_grid
             return table.view(*grid, -1)[0:2 * gh:2, 0:2 * gw:2].flatten(0, 1)
 
         table = plan.gather(self.rope_table(grid, device)[None],
-                            self._cached((grid, device, 'centres'), centres)[None])
+                            (centres() if tracing else
+                             self._cached((grid, device, 'centres'), centres))[None])
         table = table.unsqueeze(1)  # broadcast over heads
-        self._shared_rope = (plan, table)
+        if not tracing:
+            self._shared_rope = (plan, table)
         return table
 
-    def _eva_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _resampled_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """``Eva._pos_embed`` without its rotary half, which would rebuild the RoPE table on every
-        call (``rope_table`` caches it)."""
-        from timm.layers import resample_abs_pos_embed
+        call (``rope_table`` caches it); also ``VisionTransformer._pos_embed`` (dynamic size)
+        while tracing. A traced size cannot go through timm's resampling (its antialiased
+        bicubic has no ONNX form): ``pos_resize`` computes the same resampling then."""
+        if torch.jit.is_tracing():
+            resample_abs_pos_embed = pos_resize.resample_abs_pos_embed
+        else:
+            from timm.layers import resample_abs_pos_embed
         m = self.model
         B, h, w, D = x.shape
         x = x.reshape(B, h * w, D)
