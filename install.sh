@@ -100,7 +100,13 @@ grep -vE '^(mmsegmentation|mmdet)==' requirements.txt > .venv/requirements-befor
 current="install mmseg-vitsplit (editable) and its compiled op"
 step "$current"
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
-PYTHON="$py" FORCE_CUDA=$with_cuda bash ops/make.sh
+# Rebuilt only when its sources are newer than the installed module (a second run stays quick).
+op=$("$py" -c 'import torch, vitsplit_msda_ext as e; print(e.__file__)' 2>/dev/null || true)
+if [ -n "$op" ] && [ -z "$(find ops/csrc ops/setup.py -newer "$op" 2>/dev/null)" ]; then
+  echo "vitsplit_msda_ext is up to date ($op)"
+else
+  PYTHON="$py" FORCE_CUDA=$with_cuda bash ops/make.sh
+fi
 
 current="mmcv $MMCV_VERSION with ops ($tag)"
 if [ -n "$builder" ]; then
