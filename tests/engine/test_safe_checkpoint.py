@@ -124,14 +124,18 @@ def test_missing_checkpoint_is_named(tmp_path):
         load_from_local(str(tmp_path / 'nope.pth'))
 
 
-def test_importing_the_package_replaces_no_mmengine_loader():
-    """Our loader serves our load paths; mmengine's (and so mmdet's) stay mmengine's."""
+def test_importing_the_package_registers_our_loader_for_local_files_only():
+    """mmengine's local scheme becomes our loader (so init_model reads our checkpoints on torch
+    >= 2.6, CRC-checked); every other scheme (http, open-mmlab, s3...) stays mmengine's."""
     code = ('from mmengine.runner.checkpoint import CheckpointLoader; '
             'before = dict(CheckpointLoader._schemes); import mmseg_custom; '
-            'print(CheckpointLoader._schemes == before, CheckpointLoader._schemes[""].__module__)')
+            'after = CheckpointLoader._schemes; '
+            'print(sorted(after) == sorted(before), '
+            'all(after[k] is v for k, v in before.items() if k != ""), '
+            'after[""].__module__, after[""].__name__)')
     out = subprocess.run([sys.executable, '-c', code], check=True, stdout=subprocess.PIPE,
                          text=True).stdout.split()
-    assert out == ['True', 'mmengine.runner.checkpoint']
+    assert out == ['True', 'True', 'mmseg_custom.engine.checkpoint', 'load_for_mmengine']
 
 
 class MakeDir:

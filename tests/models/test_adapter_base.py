@@ -76,9 +76,9 @@ class _WeightReadingAttention(nn.Module):
         super().__init__()
         self.qkv = nn.Linear(dim, 3 * dim)
 
-    def forward(self, x):
+    def forward(self, x, attn_mask=None):
         q, k, v = nn.functional.linear(x, self.qkv.weight, self.qkv.bias).chunk(3, dim=-1)
-        return nn.functional.scaled_dot_product_attention(q, k, v)
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 @MODELS.register_module(force=True)
