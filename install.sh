@@ -39,10 +39,12 @@ tag="torch${torch_ver}-$([ $with_cuda = 1 ] && echo cuda || echo cpu)-$("$py" -c
 wheel_dir="$cache/mmcv-$MMCV_VERSION-$tag"
 
 build_mmcv() {
-  # Runs in a subshell (in the background): its PYTHONPATH and temp folder are its own.
-  local build src log whl jobs="${MAX_JOBS:-$(nproc)}"
-  build="$(mktemp -d)"
-  trap 'rm -rf "$build"' EXIT
+  # Runs in a subshell (in the background): its PYTHONPATH and temp folder are its own. Not
+  # `local`: the EXIT trap runs after the function has returned, when locals are gone.
+  local src log whl jobs="${MAX_JOBS:-$(nproc)}"
+  mmcv_build="$(mktemp -d)"
+  trap 'rm -rf "${mmcv_build:-}"' EXIT
+  local build="$mmcv_build"
   # mmcv 2.1.0's setup.py only builds with setuptools<70 (and a wheel that still ships bdist_wheel);
   # torch needs a newer setuptools at run time, so the old pair lives in a throw-away dir for this build.
   "${pip[@]}" install -q --target "$build/buildtools" 'setuptools<70' 'wheel<0.44'
