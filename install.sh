@@ -86,7 +86,7 @@ else
   jobs="${MAX_JOBS:-$(nproc)}"
   echo "no cached wheel in $wheel_dir: building mmcv $MMCV_VERSION from source."
   echo "Why: mmseg 1.2 needs mmcv < 2.2, and mmcv 2.1.0 has no wheel for torch $torch_ver."
-  echo "How long: about $((26 / jobs + 1)) minutes with $jobs compile jobs (77 C++ files$([ $with_cuda = 1 ] && echo ', plus CUDA kernels: longer'));"
+  echo "How long: about $((12 / jobs + 1)) minutes with $jobs compile jobs on an idle machine, longer when other work loads it (77 C++ files$([ $with_cuda = 1 ] && echo ', plus CUDA kernels: longer'));"
   echo "once only: the wheel is cached in $wheel_dir and later installs take seconds."
   echo "The other packages and this repository's op install meanwhile."
   (build_mmcv) &
