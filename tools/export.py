@@ -4,8 +4,9 @@
         [--opset N] [--with-preprocess]
 
 The graph is the segmentor's whole-image inference (``encode_decode``: backbone, decode head,
-logits resized to the input size), standard ONNX ops only; slide inference stays outside it
-(run the crops through the session, as ``tools/test.py CONFIG model.onnx`` does). The file is
+logits resized to the input size; for EoMT its blocks with the queries and the semantic scores),
+standard ONNX ops only; slide inference and EoMT's evaluation windows stay outside it (run the
+crops through the session, as ``tools/test.py CONFIG model.onnx`` does). The file is
 checked against eager PyTorch with onnxruntime before it is written (``--no-verify`` skips
 that), through a temporary name beside ``--out``. See docs/deploy.md.
 """
@@ -22,11 +23,11 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file (must fit the config exactly)')
     parser.add_argument('--out', required=True, help='ONNX file to write')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size (default: the test crop size of the config, else its '
-                        'data preprocessor size)')
+                        help='input size (default: the slide crop or EoMT window of the '
+                        'config\'s test_cfg, else its data preprocessor size)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='dynamic height and width (linear-head families; the batch is '
-                        'always dynamic)')
+                        help='dynamic height and width (linear-head and EoMT families; the '
+                        'batch is always dynamic)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (>= 16; default 17)')
     parser.add_argument('--with-preprocess', action='store_true',
                         help='normalisation (and BGR->RGB) in the graph: the input is raw uint8 '

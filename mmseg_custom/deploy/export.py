@@ -1,10 +1,12 @@
 """ONNX export of a segmentor's whole-image inference, checked against eager PyTorch.
 
 The graph is the segmentor's own ``encode_decode`` (backbone, neck, decode head, resize of the
-logits to the input size), traced by ``torch.onnx.export(..., dynamo=False)``: the TorchScript
-exporter. Why that one: it records the shape arithmetic of the model code (``x.shape[-1] // 14``,
-centre padding, the resize to the input size) as ONNX ops, so one trace at a generic size gives
-a graph for every size, needs no ``onnxscript``, and exports mmdet's Mask2Former as it is;
+logits to the input size; for ``EoMT``, its blocks with the queries and the last layer's semantic
+scores, masked attention only where deterministic, see :func:`check_family`), traced by
+``torch.onnx.export(..., dynamo=False)``: the TorchScript exporter. Why that one: it records the
+shape arithmetic of the model code (``x.shape[-1] // 14``, centre padding, the resize to the
+input size) as ONNX ops, so one trace at a generic size gives a graph for every size, needs no
+``onnxscript``, and exports mmdet's Mask2Former as it is;
 ``torch.export`` (the dynamo exporter) needs every size-dependent Python branch of the model
 code (position-embedding interpolation, padding, token sharing) rewritten for symbolic shapes.
 
@@ -44,6 +46,10 @@ BACKBONES = ('ViTSplit', 'ViTSplitGate', 'PlainBackbone', 'ReinBackbone', 'PEFTB
 LINEAR_HEADS = ('ConvUpsampleLinearBNHead', 'LinearBNHead', 'MultiScaleConvUpsampleLinearBNHead')
 MASK2FORMER_HEADS = ('Mask2FormerHead', 'ReinMask2FormerHead')
 SEGMENTORS = ('EncoderDecoder', 'BatchedSlideEncoderDecoder')
+# EoMT's own segmentor: its encode_decode runs the blocks with the queries and the head's scores.
+EOMT_SEGMENTOR = 'EoMT'
+EOMT_BACKBONES = ('EoMTEncoder', 'ViTSplitEoMTEncoder')
+EOMT_HEADS = ('EoMTHead', )
 # timm rotary embeddings whose in-graph table follows the input size (checked by the tests).
 DYNAMIC_ROPE = ROPES_FOLLOWING_TRACED_SIZE
 
@@ -58,8 +64,9 @@ class ExportError(RuntimeError):
 
 def check_family(model: nn.Module, dynamic: bool = False) -> dict:
     """Describe the segmentor's family and what sizes its graph can take; raise
-    :class:`ExportError` for a family the exporter does not know or a ``dynamic`` it cannot
-    honour.
+    :class:`ExportError` for a family the exporter does not know, a ``dynamic`` it cannot
+    honour, or an EoMT whose masked attention is random at inference (an ``attn_mask_probs``
+    strictly between 0 and 1: each query keeps its mask with that probability on every run).
 
     Returns:
         dict: ``family`` (str), ``patch_size`` (int), ``pos_grid`` ((h, w) of the stored absolute
@@ -67,17 +74,20 @@ def check_family(model: nn.Module, dynamic: bool = False) -> dict:
         needs a fixed size, or None).
     """
     seg_type = type(model).__name__
-    if seg_type not in SEGMENTORS:
+    if seg_type not in SEGMENTORS + (EOMT_SEGMENTOR, ):
         raise ExportError(f'export: segmentor {seg_type} is not supported; the exporter traces '
-                          f'the encode_decode of {SEGMENTORS}.')
+                          f'the encode_decode of {SEGMENTORS + (EOMT_SEGMENTOR, )}.')
     backbone, head = model.backbone, model.decode_head
     b_type, h_type = type(backbone).__name__, type(head).__name__
-    if b_type not in BACKBONES:
+    is_eomt = seg_type == EOMT_SEGMENTOR
+    backbones = EOMT_BACKBONES if is_eomt else BACKBONES
+    heads = EOMT_HEADS if is_eomt else LINEAR_HEADS + MASK2FORMER_HEADS
+    if b_type not in backbones:
         raise ExportError(f'export: backbone {b_type} is not a family the exporter supports '
-                          f'({", ".join(BACKBONES)}).')
-    if h_type not in LINEAR_HEADS + MASK2FORMER_HEADS:
-        raise ExportError(f'export: decode head {h_type} is not supported (supported: '
-                          f'{", ".join(LINEAR_HEADS + MASK2FORMER_HEADS)}).')
+                          f'in {seg_type} ({", ".join(backbones)}).')
+    if h_type not in heads:
+        raise ExportError(f'export: decode head {h_type} is not supported in {seg_type} '
+                          f'(supported: {", ".join(heads)}).')
     trunk = backbone.trunk
     trunk_name = type(trunk).__name__
     if trunk_name == 'TimmViT':
@@ -92,7 +102,19 @@ def check_family(model: nn.Module, dynamic: bool = False) -> dict:
     if getattr(backbone, 'frozen', None) is not None:
         parts.append('frozen' if backbone.frozen else 'finetuned')
     is_m2f = h_type in MASK2FORMER_HEADS
+    if is_eomt:
+        masked = _eomt_masked_blocks(head)
+        parts.append('masked attention' if masked else 'no masks')
     family = f'{"+".join(parts)}/{trunk_name}/{"Mask2Former" if is_m2f else h_type}'
+    if is_eomt:
+        probs = [float(p) for p in head.attn_mask_probs] if head.masked_attn else []
+        if any(0 < p < 1 for p in probs):
+            raise ExportError(
+                f'export: {family}: the masked attention is random at inference '
+                f'(attn_mask_probs {probs}: each query keeps its mask with that probability, '
+                'drawn anew on every run, in eval too), so no graph can reproduce the model. '
+                'Export a trained model (the annealing of EoMTMaskAnnealingHook ended: all 0, '
+                'no masks), or one whose probabilities are all 0 or 1 (deterministic).')
 
     rope = getattr(trunk, 'rope', None)
     rope_type = None if rope is None else type(rope).__name__
@@ -113,7 +135,15 @@ def check_family(model: nn.Module, dynamic: bool = False) -> dict:
                           'Export at the size you run (--shape H W; the test_cfg crop size for '
                           'slide inference, whose crops all have that size).')
     return dict(family=family, patch_size=int(trunk.patch_size), pos_grid=_pos_grid(trunk),
-                dynamic_ok=static_reason is None, static_reason=static_reason)
+                dynamic_ok=static_reason is None, static_reason=static_reason, eomt=is_eomt)
+
+
+def _eomt_masked_blocks(head: nn.Module) -> List[int]:
+    """Query blocks of an ``EoMTHead`` that run with masked attention at inference (their
+    ``attn_mask_probs`` > 0)."""
+    if not head.masked_attn:
+        return []
+    return [k for k, p in enumerate(head.attn_mask_probs.tolist()) if p > 0]
 
 
 def _pos_grid(trunk: nn.Module) -> Optional[Tuple[int, int]]:
@@ -129,10 +159,14 @@ def _pos_grid(trunk: nn.Module) -> Optional[Tuple[int, int]]:
 
 
 def default_shape(cfg) -> Tuple[int, int]:
-    """The size a config's model runs on: slide crops, else the data preprocessor's size."""
+    """The size a config's model runs on: slide crops or EoMT's (square) windows, else the data
+    preprocessor's size."""
     test_cfg = cfg.model.get('test_cfg') or {}
-    if test_cfg.get('mode') == 'slide':
+    if test_cfg.get('mode') == 'slide':  # every crop has this size
         return tuple(test_cfg['crop_size'])
+    if test_cfg.get('mode') == 'windows':  # EoMT's evaluation windows: square crops
+        crop = min(test_cfg['crop_size'])
+        return (crop, crop)
     size = cfg.model.get('data_preprocessor', {}).get('size')
     if size:
         return tuple(size)
@@ -272,7 +306,7 @@ def export_onnx(model: nn.Module,
         preprocess: ``mean``, ``std``, ``bgr_to_rgb`` (the config's data preprocessor).
         dataset_meta: ``classes``, ``palette``; numbered classes when None.
         config_name: Recorded in the metadata.
-        test_cfg: The config's test_cfg (slide crops), recorded in the metadata.
+        test_cfg: The config's test_cfg (slide crops, EoMT's windows), recorded in the metadata.
         verify: Compare onnxruntime with eager PyTorch before writing ``out``.
         tolerance: Largest max-abs logit error accepted by the verification, relative to
             max(1, largest logit).
@@ -425,9 +459,19 @@ def _metadata(info, shape, dynamic, opset, with_preprocess, preprocess, dataset_
                            f'fixed {shape[0]}x{shape[1]}; re-export with --dynamic for other '
                            'sizes'))
     sizes.update(patch_size=patch, batch='dynamic')
-    slide = None
+    slide = windows = None
     if test_cfg and test_cfg.get('mode') == 'slide':
         slide = dict(crop_size=list(test_cfg['crop_size']), stride=list(test_cfg['stride']))
+    if test_cfg and test_cfg.get('mode') == 'windows':
+        windows = dict(crop_size=list(test_cfg['crop_size']))
+    if info.get('eomt'):
+        output = (f'{OUTPUT_NAME}: float32 (batch, {num_classes}, height, width) EoMT semantic '
+                  'scores at the input size (last layer: softmax of the class logits without '
+                  '"no object" times the sigmoid of the mask logits, summed over the queries); '
+                  'argmax over dim 1 is the class')
+    else:
+        output = (f'{OUTPUT_NAME}: float32 (batch, {num_classes}, height, width) logits at the '
+                  'input size; argmax over dim 1 is the class')
     meta = dict(
         format='mmseg-vitsplit segmentor',
         format_version=FORMAT_VERSION,
@@ -441,10 +485,10 @@ def _metadata(info, shape, dynamic, opset, with_preprocess, preprocess, dataset_
         bgr_to_rgb=json.dumps(bool(preprocess.get('bgr_to_rgb', False))),
         with_preprocess=json.dumps(bool(with_preprocess)),
         input_layout=layout,
-        output=f'{OUTPUT_NAME}: float32 (batch, {num_classes}, height, width) logits at the '
-        'input size; argmax over dim 1 is the class',
+        output=output,
         size_constraints=json.dumps(sizes),
         slide_inference=json.dumps(slide),
+        windows_inference=json.dumps(windows),
         align_corners=json.dumps(bool(model.decode_head.align_corners)),
         opset=str(opset),
         exporter=f'torch {torch.__version__} torch.onnx (TorchScript-based, dynamo=False), '
@@ -484,7 +528,12 @@ def verify_export(graph: nn.Module, path: str, shape: Tuple[int, int], dynamic: 
                                      seed=2))
     checks = []
     for x in inputs:
-        check = compare_with_pytorch(graph, session, x)
+        try:
+            check = compare_with_pytorch(graph, session, x)
+        except Exception as err:  # noqa: BLE001 (onnxruntime raises its own pybind types)
+            check = dict(shape=list(x.shape), max_abs_err=float('inf'), max_abs_logit=0.0,
+                         argmax_agreement=0.0, error=f'onnxruntime failed: '
+                         f'{str(err).splitlines()[0][:300]}')
         checks.append(check)
         scale = max(1.0, check['max_abs_logit'])
         if check['max_abs_err'] > tolerance * scale or check['argmax_agreement'] < 0.999:

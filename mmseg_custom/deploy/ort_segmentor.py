@@ -1,8 +1,9 @@
 """An mmseg segmentor whose network is an ONNX Runtime session (files of ``tools/export.py``).
 
 ``tools/test.py CONFIG model.onnx`` and ``tools/image_demo.py CONFIG model.onnx IMAGE`` use it:
-the config's data preprocessor, test pipeline, slide inference and post-processing stay mmseg's
-(those of ``BatchedSlideEncoderDecoder``); only ``encode_decode`` runs in onnxruntime.
+the config's data preprocessor, test pipeline, slide inference (and EoMT's evaluation windows,
+``test_cfg.mode='windows'``) and post-processing stay mmseg's (those of
+``BatchedSlideEncoderDecoder``); only ``encode_decode`` runs in onnxruntime.
 """
 import json
 import os.path as osp
@@ -84,13 +85,14 @@ class ONNXRuntimeSegmentor(BatchedSlideEncoderDecoder):
     """``BatchedSlideEncoderDecoder`` whose ``encode_decode`` is an onnxruntime session.
 
     Whole or slide inference (``test_cfg``), padding removal, resizing to the original size and
-    the argmax are mmseg's; the graph gives the logits of ``encode_decode``. A graph exported with
+    the argmax are mmseg's, EoMT's windows (``mode='windows'``) its ``window_inference``; the
+    graph gives the logits (EoMT: the scores) of ``encode_decode``. A graph exported with
     ``--with-preprocess`` gets the raw images: the data preprocessor then only stacks them.
 
     Args:
         onnx_file (str): A model written by ``tools/export.py``.
         data_preprocessor (dict): The config's ``SegDataPreProcessor``.
-        test_cfg (dict): The config's test_cfg (``mode='whole'`` or ``'slide'``).
+        test_cfg (dict): The config's test_cfg (``mode='whole'``, ``'slide'`` or ``'windows'``).
         num_threads (int | None): onnxruntime intra-op threads (None: all cores).
     """
 
@@ -144,7 +146,9 @@ class ONNXRuntimeSegmentor(BatchedSlideEncoderDecoder):
                 + (f' ({batch_img_metas[0]["img_path"]})' if batch_img_metas
                    and 'img_path' in batch_img_metas[0] else '') +
                 '. Use slide inference with crops of that size (test_cfg mode=slide, '
-                f'crop_size=({h}, {w})), or re-export with --shape or --dynamic.')
+                f'crop_size=({h}, {w})' + (', or EoMT\'s windows, mode=windows' if h == w
+                                           else '') +
+                '), or re-export with --shape or --dynamic.')
         if self.meta.get('with_preprocess'):
             x = inputs.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         else:

@@ -4,7 +4,7 @@ import importlib.util
 import os
 import os.path as osp
 import re
-import subprocess
+import runpy
 import sys
 
 import numpy as np
@@ -27,7 +27,9 @@ from mmseg_custom.deploy import (ExportError, check_family, export_onnx, make_se
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MAX_ABS_ERR = 1e-4
 MIN_ARGMAX_AGREEMENT = 0.9999
-SECOND_SIZE = (70, 98)  # the second input size of the dynamic exports (off the patch multiples)
+# The second input size of the dynamic exports: patch multiples at patch 14, off them at 16 (the
+# graphs are traced at a size off the patch multiple, export.generic_trace_shape).
+SECOND_SIZE = (70, 98)
 
 # (config, dynamic, config overrides): one config per family; the Mask2Former heads, token
 # sharing and EVA02's rotary embedding export at a fixed size only (check_family says why). The
@@ -35,6 +37,9 @@ SECOND_SIZE = (70, 98)  # the second input size of the dynamic exports (off the 
 # blocks: the same code paths, a fraction of the export time. The learnable-gate configs use the
 # sparse gate's class (ViTSplitGate).
 LORA = 'ade20k/peft/linear_dinov2_lora_small_512_40k_ade20k.py'
+EOMT = 'ade20k/eomt/eomt_dinov2_large_512_40k_ade20k.py'
+VITSPLIT_EOMT = 'ade20k/vitsplit_eomt/eomt_dinov2_vitsplit_small_512_40k_ade20k.py'
+MASK_PROBS = 'attn_mask_probs'  # an override of build_tiny: EoMTHead's buffer, filled with it
 FAMILIES = [
     ('ade20k/vitsplit/linear_dinov2_vitsplit_small_512_20k_ade20k.py', True, {}),
     ('ade20k/vitsplit/linear_dinov2_vitsplit_sparsegate_small_512_20k_ade20k.py', True, {}),
@@ -52,9 +57,13 @@ FAMILIES = [
     ('ade20k/baselines/linear_dinov3_finetune_small_512_40k_ade20k.py', True, {}),
     ('ade20k/vfm_benchmark/linear_eva02_vitsplit_base_512_40k_ade20k.py', False, {}),
     ('ade20k/vfm_benchmark/linear_siglip2_finetune_base_512_40k_ade20k.py', True, {}),
+    # EoMT, trained (attn_mask_probs all 0: no masks), on 6 of DINOv2-L's blocks (4 with queries);
+    # ViT-Split-EoMT with its masks on (probabilities 1, as before the annealing: deterministic).
+    (EOMT, True, {'model.backbone.trunk.model_kwargs.depth': 6, MASK_PROBS: 0.0}),
+    (VITSPLIT_EOMT, True, {MASK_PROBS: 1.0}),
 ]
 IDS = [osp.basename(n)[:-3] + ''.join(f'-{v["type"]}' for v in o.values() if isinstance(v, dict))
-       for n, _, o in FAMILIES]
+       + (f'-masks{o[MASK_PROBS]:g}' if MASK_PROBS in o else '') for n, _, o in FAMILIES]
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +80,9 @@ def build_tiny(tiny_models, name, num_classes=None, overrides=None):
     offsets, LoRA B, adapter up-projections) made non-zero so that its path counts; Mask2Former
     with 3 decoder and 2 pixel-decoder layers (9 and 6 repeat the same layers)."""
     cfg = tiny_models.tiny_config(name, num_classes)
-    cfg.merge_from_dict(overrides or {})
+    overrides = dict(overrides or {})
+    mask_probs = overrides.pop(MASK_PROBS, None)
+    cfg.merge_from_dict(overrides)
     head = cfg.model.decode_head
     if head.type in ('Mask2FormerHead', 'ReinMask2FormerHead'):
         head.transformer_decoder.num_layers = 3
@@ -85,6 +96,8 @@ def build_tiny(tiny_models, name, num_classes=None, overrides=None):
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        if mask_probs is not None:
+            model.decode_head.attn_mask_probs.fill_(mask_probs)
     return cfg, model.eval()
 
 
@@ -99,12 +112,29 @@ def compare(model, session, x):
     return float(np.abs(got - ref).max()), float((got.argmax(1) == ref.argmax(1)).mean())
 
 
-@pytest.mark.parametrize('name, dynamic, overrides', FAMILIES, ids=IDS)
-def test_family_exports_and_matches_pytorch(tiny_models, tmp_path, name, dynamic, overrides):
-    cfg, model = build_tiny(tiny_models, name, overrides=overrides)
+@pytest.fixture(scope='module')
+def exported(tiny_models, tmp_path_factory):
+    """``exported(i)``: (cfg, model, ONNX file) of ``FAMILIES[i]``, exported once per module (the
+    EoMT windows test reuses the family test's file)."""
+    cache = {}
+
+    def get(index):
+        if index not in cache:
+            name, dynamic, overrides = FAMILIES[index]
+            cfg, model = build_tiny(tiny_models, name, overrides=overrides)
+            out = str(tmp_path_factory.mktemp('export') / 'model.onnx')
+            export_onnx(model, out, (tiny_models.SIZE, tiny_models.SIZE), dynamic=dynamic,
+                        verify=False, config_name=name, test_cfg=cfg.model.get('test_cfg'))
+            cache[index] = (cfg, model, out)
+        return cache[index]
+    return get
+
+
+@pytest.mark.parametrize('index', range(len(FAMILIES)), ids=IDS)
+def test_family_exports_and_matches_pytorch(tiny_models, exported, index):
+    dynamic = FAMILIES[index][1]
+    _, model, out = exported(index)
     size = (tiny_models.SIZE, tiny_models.SIZE)
-    out = str(tmp_path / 'model.onnx')
-    export_onnx(model, out, size, dynamic=dynamic, verify=False, config_name=name)
     proto = onnx.load(out)
     onnx.checker.check_model(proto)
     assert {n.domain for n in proto.graph.node} <= {'', 'ai.onnx'}  # standard ops only
@@ -116,6 +146,41 @@ def test_family_exports_and_matches_pytorch(tiny_models, tmp_path, name, dynamic
     for x in inputs:
         err, agree = compare(model, session, x)
         assert err <= MAX_ABS_ERR and agree >= MIN_ARGMAX_AGREEMENT, (tuple(x.shape), err, agree)
+
+
+def test_eomt_windows_run_through_onnxruntime(exported):
+    """EoMT's evaluation windows (test_cfg mode='windows', outside the graph) give with the ONNX
+    file what they give with PyTorch: the ONNX segmentor of tools/test.py runs window_inference
+    on the session; the metadata records the windows and the scores."""
+    from mmseg_custom.deploy import onnx_test_model
+    cfg, model, out = exported(IDS.index(next(i for i in IDS if i.startswith('eomt_dinov2_large'))))
+    assert model.test_cfg['mode'] == 'windows'
+    ort_model = MODELS.build(onnx_test_model(cfg.model, out, num_threads=1))
+    meta = read_metadata(out)
+    assert meta['windows_inference'] == dict(crop_size=[56, 56]) and 'EoMT' in meta['output']
+    assert meta['family'].startswith('EoMTEncoder+no masks/')
+    gen = torch.Generator().manual_seed(3)
+    for h, w in [(56, 90), (100, 60)]:  # 2 windows along the width, 2 along the height
+        x = torch.randn(1, 3, h, w, generator=gen)
+        metas = [dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w))]
+        with torch.no_grad():
+            ref = model.inference(x, metas).numpy()
+        got = ort_model.inference(x, metas).numpy()
+        assert got.shape == ref.shape == (1, model.out_channels, h, w)
+        assert np.abs(got - ref).max() <= MAX_ABS_ERR
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= MIN_ARGMAX_AGREEMENT
+
+
+def test_eomt_random_masked_attention_is_refused(tiny_models):
+    """Masks kept with a probability strictly between 0 and 1 are drawn on every run: refused,
+    with the probabilities and what to export instead."""
+    _, model = build_tiny(tiny_models, VITSPLIT_EOMT, overrides={MASK_PROBS: 0.0})
+    model.decode_head.attn_mask_probs[1] = 0.5
+    with pytest.raises(ExportError, match=r'masked attention is random at inference '
+                       r'\(attn_mask_probs \[0.0, 0.5, 0.0\].*all 0 or 1'):
+        check_family(model)
+    model.decode_head.masked_attn = False  # masks switched off: nothing random
+    assert check_family(model, dynamic=True)['dynamic_ok']
 
 
 def test_preprocess_in_graph_equals_mmseg_preprocessor(tiny_models, tmp_path):
@@ -231,7 +296,20 @@ def trained(tiny_models, tmp_path):
     return config, checkpoint, root
 
 
-def test_tools_export_test_and_demo_on_an_onnx_file(trained, tmp_path, capsys):
+def run_test_tool(config, checkpoint, work_dir, name, monkeypatch, capfd):
+    """tools/test.py CONFIG CHECKPOINT as from the command line, in this process (a subprocess
+    would import torch and mmseg again: 8 s); its mIoU line."""
+    monkeypatch.setattr(sys, 'argv', ['tools/test.py', config, checkpoint, '--work-dir', work_dir,
+                                      '--cfg-options', f'experiment_name={name}'])
+    capfd.readouterr()
+    runpy.run_path(osp.join(REPO, 'tools', 'test.py'), run_name='__main__')
+    output = capfd.readouterr()
+    found = re.findall(r'mIoU: ([\d.]+)', output.out + output.err)
+    assert found, (output.out + output.err)[-3000:]
+    return found[-1]
+
+
+def test_tools_export_test_and_demo_on_an_onnx_file(trained, tmp_path, monkeypatch, capfd):
     """tools/export.py writes a verified file with the checkpoint's classes; tools/test.py gives
     the PyTorch model's mIoU with it; tools/image_demo.py segments with it as with PyTorch."""
     config, checkpoint, root = trained
@@ -249,15 +327,9 @@ def test_tools_export_test_and_demo_on_an_onnx_file(trained, tmp_path, capsys):
     assert osp.isfile(tmp_path / 'o.png')
     assert torch.equal(onnx_result.pred_sem_seg.data, torch_result.pred_sem_seg.data)
 
-    mious = []
-    for ckpt in (out, checkpoint):
-        proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'test.py'), config, ckpt,
-                               '--work-dir', str(tmp_path / 'work')],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=300,
-                              env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
-        assert proc.returncode == 0, proc.stdout[-3000:]
-        mious.append(re.findall(r'mIoU: ([\d.]+)', proc.stdout)[-1])
+    monkeypatch.chdir(tmp_path)
+    mious = [run_test_tool(config, ckpt, str(tmp_path / f'work_{name}'), name, monkeypatch, capfd)
+             for ckpt, name in ((out, 'onnx'), (checkpoint, 'pth'))]
     assert mious[0] == mious[1]
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from ..backbones.trunk import check_indices
+from ..backbones.trunk import UnsupportedCombination, check_indices
 from ..backbones.vit_split import DeformFusion
 
 
@@ -43,6 +43,22 @@ class _MaskedCall:
                 'or masked_attn=False') from e
 
 
+def refuse_token_sharing(encoder: str, token_sharing: Optional[dict]) -> None:
+    """Token sharing (CTS, ``token_sharing=...``) on an EoMT encoder: one error naming the encoder
+    and what works instead. EoMT's queries attend (with masks) to, and read their masks from, the
+    full patch grid inside the encoder's blocks; shared superpatch tokens replace that grid by a
+    shorter, image-dependent sequence, which neither the masked attention nor the mask head
+    takes."""
+    if token_sharing:
+        raise UnsupportedCombination(
+            f'{encoder} (EoMT) does not support token sharing (token_sharing='
+            f'{dict(token_sharing).get("type", token_sharing)}): EoMT\'s queries attend to and '
+            'read their masks from the full patch grid inside the encoder\'s blocks, which shared '
+            'superpatch tokens replace by fewer tokens. Remove token_sharing from the EoMT '
+            'backbone, or use token sharing on ViTSplit / ViTSplitGate (e.g. '
+            'configs/ade20k/vitsplit_cts/).')
+
+
 @MODELS.register_module()
 class EoMTEncoder(BaseModule):
     """A trunk fine-tuned whole, as the official EoMT: its own blocks carry the queries.
@@ -51,9 +67,13 @@ class EoMTEncoder(BaseModule):
         trunk (dict): Trunk config, e.g. ``dict(type='TimmViT',
             name='vit_large_patch14_reg4_dinov2', model_kwargs=dict(img_size=512,
             patch_size=16), pretrained='timm')``.
+        token_sharing: Not supported (refused with one error): the EoMT encoders take no
+            token sharing (see :func:`refuse_token_sharing`).
     """
 
-    def __init__(self, trunk: dict, init_cfg: Optional[dict] = None):
+    def __init__(self, trunk: dict, init_cfg: Optional[dict] = None,
+                 token_sharing: Optional[dict] = None):
+        refuse_token_sharing(type(self).__name__, token_sharing)
         super().__init__(init_cfg=init_cfg)
         self.trunk = MODELS.build(trunk)
 
@@ -117,11 +137,13 @@ class ViTSplitEoMTEncoder(EoMTEncoder):
             the task head.
         out_indices (Sequence[int] | None): Trunk blocks whose normed maps feed the prior head;
             None: all; []: no prior head.
+        token_sharing: Not supported, refused (as :class:`EoMTEncoder`).
     """
 
     def __init__(self, trunk: dict, select_layers: Sequence[int],
-                 out_indices: Optional[Sequence[int]] = None, init_cfg: Optional[dict] = None):
-        super().__init__(trunk, init_cfg=init_cfg)
+                 out_indices: Optional[Sequence[int]] = None, init_cfg: Optional[dict] = None,
+                 token_sharing: Optional[dict] = None):
+        super().__init__(trunk, init_cfg=init_cfg, token_sharing=token_sharing)
         self.trunk.requires_grad_(False)
         self.trunk.eval()
         dim, depth = self.trunk.embed_dims, self.trunk.num_layers

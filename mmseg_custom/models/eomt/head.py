@@ -154,8 +154,16 @@ class EoMTHead(BaseModule):
         """
         feats = self.upscale(patches)
         if prior is not None:
-            feats = feats + F.interpolate(prior, feats.shape[-2:], mode='bilinear',
-                                          align_corners=False)
+            if prior.shape[-2:] == patches.shape[-2:]:
+                # The prior head's maps (the patch grid): resized by the ScaleBlocks' factor,
+                # which is the same bilinear resize (the scale is a power of 2, exact) and keeps
+                # the traced ONNX graph free of a size: given as a size, the export fixes it.
+                prior = F.interpolate(prior, scale_factor=2 ** len(self.upscale),
+                                      mode='bilinear', align_corners=False)
+            else:
+                prior = F.interpolate(prior, feats.shape[-2:], mode='bilinear',
+                                      align_corners=False)
+            feats = feats + prior
         masks = torch.einsum('bqc,bchw->bqhw', self.mask_head(queries), feats)
         return masks, self.class_head(queries)
 
