@@ -3,6 +3,7 @@
     python tools/demo.py [--trunk dinov2-pretrained|dinov2|dinov3] [--work-dir work_dirs/demo]
         [--data-root data/demo_shapes] [--iters N]
     python tools/demo.py --cts [--policy-iters N]   # with content-aware token sharing (30 %)
+    python tools/demo.py --head eomt                 # ViT-Split-EoMT (EoMT's queries)
 
 1. writes the synthetic shapes data set (background + circle, triangle, square, stripes, checker;
    random colours, so shape and texture decide) unless it is already there;
@@ -15,6 +16,12 @@
 With ``--cts`` it first trains the CTS policy on the demo labels (``tools/train_cts_policy.py``),
 then trains the model with 30 % of the tokens shared and reports the val mIoU of that model with
 sharing at 0 (none), 15, 30 and 45 % reduction.
+
+With ``--head eomt`` the model is ViT-Split-EoMT
+(``configs/demo/vitsplit_eomt_tiny_shapes_pretrained.py``): the same frozen trunk, EoMT's queries
+in the task head with masked attention (annealed away during training) and the Mask2Former set
+loss; ``configs/demo/eomt_tiny_shapes_pretrained.py`` is the official EoMT on the same trunk, the
+trunk fine-tuned (``--head eomt --config configs/demo/eomt_tiny_shapes_pretrained.py``).
 """
 import argparse
 import json
@@ -46,6 +53,17 @@ TRUNK_CONFIGS = {  # the same demo on a tiny trunk of each family
 }
 DEFAULT_TRUNK = 'dinov2-pretrained'
 DEFAULT_CONFIG = TRUNK_CONFIGS[DEFAULT_TRUNK]
+EOMT_CONFIG = osp.join(REPO, 'configs', 'demo', 'vitsplit_eomt_tiny_shapes_pretrained.py')
+HEADS = ('linear', 'eomt')
+# --head eomt: the trunks it runs on, as overrides of EOMT_CONFIG (the pretrained trunk's).
+EOMT_TRUNKS = {
+    'dinov2-pretrained': {},
+    # random blocks, not pretrained ones, are copied into the task head: full lr, as the linear
+    # demo on the random trunk (vitsplit_tiny_shapes.py)
+    'dinov2': {'model.backbone.trunk.pretrained': None,
+               'optim_wrapper.paramwise_cfg.custom_keys':
+               {'backbone.task_head': dict(lr_mult=1.0)}},
+}
 
 
 def parse_args(argv=None):
@@ -56,8 +74,12 @@ def parse_args(argv=None):
                         'hand-written, pretrained on a synthetic pretext: assets/), dinov2 (the '
                         'same, random) or dinov3 (random, patch 16, RoPE, 4 storage tokens, '
                         'through timm)')
+    parser.add_argument('--head', choices=HEADS, default='linear',
+                        help='linear (default): ViT-Split with its linear head; eomt: '
+                        'ViT-Split-EoMT, EoMT\'s queries in the task head (--trunk '
+                        'dinov2-pretrained or dinov2)')
     parser.add_argument('--config', default=None, help='demo config file (default: the one '
-                        'of --trunk, or the CTS variant with --cts)')
+                        'of --trunk and --head, or the CTS variant with --cts)')
     parser.add_argument('--cts', action='store_true',
                         help='content-aware token sharing: train the policy, then the model')
     parser.add_argument('--policy-iters', type=int, default=400,
@@ -79,10 +101,21 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. train_dataloader.batch_size=16')
     args = parser.parse_args(argv)
+    if args.head == 'eomt':
+        if args.cts:
+            parser.error('--cts with --head eomt: token sharing is not implemented for the EoMT '
+                         'encoders (run --cts with --head linear, or --head eomt without --cts)')
+        if args.trunk not in EOMT_TRUNKS:
+            parser.error(f'--head eomt runs on --trunk {" or ".join(EOMT_TRUNKS)}; there is no '
+                         f'EoMT demo config for --trunk {args.trunk}')
     if args.config is None:
-        args.config = CTS_CONFIG if args.cts else TRUNK_CONFIGS[args.trunk]
+        if args.cts:
+            args.config = CTS_CONFIG
+        else:
+            args.config = EOMT_CONFIG if args.head == 'eomt' else TRUNK_CONFIGS[args.trunk]
     if args.work_dir is None:
-        args.work_dir = 'work_dirs/demo_cts' if args.cts else 'work_dirs/demo'
+        args.work_dir = ('work_dirs/demo_cts' if args.cts else
+                         'work_dirs/demo_eomt' if args.head == 'eomt' else 'work_dirs/demo')
     return args
 
 
@@ -91,6 +124,8 @@ def build_config(args):
     cfg.work_dir = args.work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = args.data_root
+    if args.head == 'eomt' and osp.abspath(args.config) == EOMT_CONFIG:
+        cfg.merge_from_dict(EOMT_TRUNKS[args.trunk])
     if args.iters is not None:
         scale_schedule(cfg, args.iters)
     if args.cfg_options:
@@ -182,7 +217,7 @@ def plot_curves(loss, miou, path):
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
     if loss:
         ax_loss.plot(*zip(*loss), color='tab:blue')
-    ax_loss.set(title='training loss', xlabel='iteration', ylabel='cross-entropy')
+    ax_loss.set(title='training loss', xlabel='iteration', ylabel='loss')
     ax_loss.set_yscale('log')
     if miou:
         ax_miou.plot(*zip(*miou), marker='o', color='tab:green')
@@ -248,7 +283,7 @@ def main(argv=None):
     config_dump = osp.join(cfg.work_dir, osp.basename(args.config))
     summary = dict(
         mIoU=after['mIoU'], mIoU_before=before['mIoU'], aAcc=after['aAcc'],
-        iters=cfg.train_cfg.max_iters, seconds=round(time.time() - start, 1),
+        head=args.head, iters=cfg.train_cfg.max_iters, seconds=round(time.time() - start, 1),
         checkpoint=checkpoint, config=config_dump, overlays=overlays, curves=curves,
         loss=loss, val_mIoU=miou)
     if cts:

@@ -40,7 +40,7 @@ def test_two_by_two_matrix_failed_cell_and_rerun(compare, tmp_path, monkeypatch,
     work = str(tmp_path / 'work')
     # a method whose config the trunk rejects: its cell must fail in its own process
     monkeypatch.setitem(compare.METHODS, 'broken',
-                        lambda backbone: {'model.backbone.out_indices': [99]})
+                        lambda cfg: {'model.backbone.out_indices': [99]})
     argv = ['--trunks', 'dinov2_tiny', 'dinov2_tiny_random', '--methods', 'linear', 'vitsplit',
             '--iters', '2', '--work-dir', work, '--cfg-options', *tiny_options(data)]
     results = compare.main(argv)
@@ -328,3 +328,113 @@ def test_a_running_cell_is_not_started_again_and_a_dead_runs_lock_is_taken_over(
     monkeypatch.setattr(compare, 'cell_command', lambda d: [
         sys.executable, '-c', f'open({d!r} + "/result.json", "w").write({done!r})'])
     assert compare.run_one(KEY, str(directory), False) == dict(KEY, status='ok', mIoU=50.0)
+
+
+# ---------------------------------------------------------------- EoMT methods and --test-mode
+
+def _trainable(model, prefix=''):
+    return sum(p.numel() for n, p in model.named_parameters()
+               if p.requires_grad and n.startswith(prefix))
+
+
+def test_eomt_methods_are_built_from_the_row_s_vitsplit_config(compare, tmp_path, capsys):
+    work = str(tmp_path / 'dry')
+    compare.main(['--datasets', 'ade20k', '--methods', 'vitsplit', 'vitsplit_eomt', 'eomt',
+                  'eomt_frozen', '--dry-run', '--work-dir', work])
+    assert len([ln for ln in capsys.readouterr().out.splitlines()
+                if ln.startswith('bash ')]) == 4
+    ade_s = osp.join(work, 'ade20k', 'dinov2_s')
+    cfgs = {m: Config.fromfile(osp.join(ade_s, m, 'seed0', 'config.py'))
+            for m in ('vitsplit', 'vitsplit_eomt', 'eomt', 'eomt_frozen')}
+    vitsplit = cfgs['vitsplit']
+    max_iters = vitsplit.train_cfg.max_iters
+    for method in ('vitsplit_eomt', 'eomt', 'eomt_frozen'):
+        cfg = cfgs[method]
+        assert cfg.model.type == 'EoMT', method
+        assert cfg.model.backbone.trunk == vitsplit.model.backbone.trunk
+        head = cfg.model.decode_head
+        assert (head.type, head.num_classes, head.num_queries, head.num_blocks) == (
+            'EoMTHead', 150, 100, 3)
+        assert len(head.loss_cls.class_weight) == 151 and head.train_cfg.num_points == 12544
+        assert 'mmseg_custom.models.eomt' in cfg.custom_imports.imports
+        (anneal, ) = [h for h in cfg.custom_hooks if h.type == 'EoMTMaskAnnealingHook']
+        assert anneal.start_iters == [round(max_iters * 6520 / 40000 * k) for k in (1, 2, 3)]
+        assert anneal.end_iters == [round(max_iters * 6520 / 40000 * k) for k in (2, 3, 4)]
+        assert 'SegLabelCheckHook' in [h.type for h in cfg.custom_hooks]
+        assert cfg.model.test_cfg == vitsplit.model.test_cfg  # the config's own evaluation
+    split = cfgs['vitsplit_eomt'].model.backbone
+    assert (split.type, split.select_layers, split.out_indices) == (
+        'ViTSplitEoMTEncoder', [9, 10, 11], [2, 5, 8, 11])
+    assert cfgs['eomt_frozen'].model.backbone.out_indices == []
+    assert cfgs['eomt'].model.backbone.type == 'EoMTEncoder'
+    assert cfgs['eomt'].optim_wrapper.paramwise_cfg.custom_keys == {
+        'backbone.trunk': {'lr_mult': 0.1}}
+    assert (cfgs['vitsplit_eomt'].optim_wrapper.paramwise_cfg
+            == vitsplit.optim_wrapper.paramwise_cfg)  # the copied blocks at the row's 0.1x
+
+    models = {m: build_on_meta(cfg) for m, cfg in cfgs.items()}
+    split, eomt, frozen = models['vitsplit_eomt'], models['eomt'], models['eomt_frozen']
+    # ViT-Split-EoMT: task head + prior head + queries and heads; no trunk parameter
+    assert _trainable(split, 'backbone.trunk.') == 0
+    assert _trainable(split) == (_trainable(split, 'backbone.task_head.')
+                                 + _trainable(split, 'backbone.prior_')
+                                 + _trainable(split, 'decode_head.'))
+    # the shipped ViT-Split-EoMT-S (timm's DINOv2-S/14 with registers: the same trainable parts)
+    shipped = build_on_meta(Config.fromfile(osp.join(
+        REPO, 'configs/ade20k/vitsplit_eomt/eomt_dinov2_vitsplit_small_512_40k_ade20k.py')))
+    assert _trainable(split) == _trainable(shipped)
+    assert 8.5e6 < _trainable(split) < 8.7e6  # docs/methods/eomt.md: 8.59M
+    assert _trainable(frozen) == _trainable(split) - _trainable(split, 'backbone.prior_')
+    # EoMT trains the trunk too (all of it but DINOv2's unused mask token), not a task head
+    trunk = sum(p.numel() for p in eomt.backbone.trunk.parameters())
+    assert _trainable(eomt) == trunk - 384 + _trainable(eomt, 'decode_head.')
+    assert _trainable(eomt, 'decode_head.') == _trainable(split, 'decode_head.')
+
+
+def test_test_mode_sets_every_cell_s_evaluation(compare):
+    row = compare.BENCHMARKS['shapes']['dinov2_tiny']
+    ade = compare.BENCHMARKS['ade20k']['dinov2_s']
+    cfg = compare.cell_config(row, 'vitsplit', 0, None, [], 'windows')
+    # the demo's plain EncoderDecoder becomes BatchedSlideEncoderDecoder: it has the windows mode
+    assert cfg.model.type == 'BatchedSlideEncoderDecoder'
+    assert cfg.model.test_cfg == dict(mode='windows', crop_size=(112, 112))
+    cfg = compare.cell_config(row, 'eomt', 0, 4, [], 'windows')
+    assert cfg.model.type == 'EoMT' and cfg.model.test_cfg.mode == 'windows'
+    (anneal, ) = [h for h in cfg.custom_hooks if h.type == 'EoMTMaskAnnealingHook']
+    assert max(anneal.end_iters) <= 4  # scaled with --iters after the merge
+    cfg = compare.cell_config(row, 'linear', 0, None, [], 'slide')
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(112, 112), stride=(74, 74))
+    cfg = compare.cell_config(ade, 'vitsplit', 0, None, [], 'slide')
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+    cfg = compare.cell_config(ade, 'vitsplit_eomt', 0, None, [], 'whole')
+    assert cfg.model.test_cfg == dict(mode='whole')
+    assert compare.cell_config(ade, 'linear', 0, None, []).model.test_cfg.mode == 'slide'
+
+    other = Config(dict(model=dict(type='Mask2FormerSegmentor', data_preprocessor=dict(
+        size=(64, 64)), test_cfg=dict(mode='whole'))))
+    with pytest.raises(ValueError, match='segmentor Mask2FormerSegmentor has no windows mode'):
+        compare.set_test_mode(other, 'windows')
+
+
+@pytest.mark.slow  # two cells, each a process importing mmseg (a minute or two on 2 cores)
+def test_eomt_methods_train_on_shapes(compare, tmp_path, capsys):
+    data = str(tmp_path / 'data')
+    generate_dataset(data, num_train=4, num_val=2, verbose=False, workers=1)
+    work = str(tmp_path / 'work')
+    results = compare.main(['--methods', 'vitsplit_eomt', 'eomt', '--iters', '2',
+                            '--test-mode', 'windows', '--work-dir', work, '--cfg-options',
+                            *tiny_options(data)])
+    assert [r['status'] for r in results] == ['ok', 'ok'], results
+    by_method = {r['method']: r for r in results}
+    for method, r in by_method.items():
+        assert r['iters'] == 2 and 0 <= r['mIoU'] <= 100
+        cfg = Config.fromfile(osp.join(work, 'shapes', 'dinov2_tiny', method, 'seed0',
+                                       'config.py'))
+        model = build_on_meta(cfg)
+        assert r['trainable'] == _trainable(model)
+        assert cfg.model.test_cfg == dict(mode='windows', crop_size=(112, 112))
+    split = build_on_meta(Config.fromfile(osp.join(
+        work, 'shapes', 'dinov2_tiny', 'vitsplit_eomt', 'seed0', 'config.py')))
+    assert _trainable(split, 'backbone.trunk.') == 0
+    assert by_method['vitsplit_eomt']['trainable'] < by_method['eomt']['trainable']
+    assert '| shapes | dinov2_tiny | vitsplit_eomt |' in capsys.readouterr().out

@@ -15,7 +15,6 @@ from mmseg.registry import MODELS
 
 from ..segmentors.batched_slide import BatchedSlideEncoderDecoder
 from .checkpoint import convert_official_state_dict
-from .windows import window_inference
 
 
 @MODELS.register_module()
@@ -85,7 +84,9 @@ class EoMT(BatchedSlideEncoderDecoder):
         m, c = head.predict_layer(*enc.norm(tokens, grid, num_q), prior)
         masks = masks + [m]
         size, patch = inputs.shape[-2:], enc.patch_size
-        padded = tuple(-(-n // patch) * patch for n in size)
+        # (n + patch - 1) // patch, not -(-n // patch): ONNX divides integers by truncation, so
+        # the floor division of a negative traced size would be exported wrong.
+        padded = tuple((n + patch - 1) // patch * patch for n in size)
         if padded != tuple(size):  # the trunk centre-padded the input: masks over the image only
             masks = [crop_padding(m, tuple(size), padded) for m in masks]
         return masks, classes + [c]
@@ -93,18 +94,13 @@ class EoMT(BatchedSlideEncoderDecoder):
     def extract_feat(self, inputs: torch.Tensor):
         return self.forward_layers(inputs, all_layers=self.training)
 
-    def inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
-        if (self.test_cfg or {}).get('mode') == 'windows':
-            return window_inference(self, inputs, batch_img_metas)
-        return super().inference(inputs, batch_img_metas)
-
 
 def crop_padding(masks: torch.Tensor, size: Tuple[int, int],
                  padded: Tuple[int, int]) -> torch.Tensor:
     """Mask logits over a centre-padded input (``padded``) resampled (bilinearly) onto the image
     (``size``) at the same stride, so that losses and scores see the image's pixels only."""
     (h, w), (hp, wp) = size, padded
-    out = (max(1, round(masks.shape[-2] * h / hp)), max(1, round(masks.shape[-1] * w / wp)))
+    out = (_stride_size(masks.shape[-2], h, hp), _stride_size(masks.shape[-1], w, wp))
 
     def axis(n_out, n, n_pad):  # pixel centres of the output in the padded frame, in [-1, 1]
         centres = (torch.arange(n_out, device=masks.device, dtype=masks.dtype) + 0.5) / n_out
@@ -115,3 +111,12 @@ def crop_padding(masks: torch.Tensor, size: Tuple[int, int],
     grid = grid[None].expand(masks.shape[0], -1, -1, -1)
     return F.grid_sample(masks, grid, mode='bilinear', align_corners=False)
 
+
+def _stride_size(n_mask, n: int, n_pad: int):
+    """Mask cells over ``n`` of ``n_pad`` padded pixels: ``max(1, round(n_mask * n / n_pad))``.
+    While tracing (ONNX export) the sizes are traced tensors, and the count is computed as ops
+    (``torch.round`` rounds half to even, as Python's ``round``), so the graph follows the input
+    size."""
+    if torch.jit.is_tracing() and isinstance(n_mask * n, torch.Tensor):
+        return torch.round(n_mask * n / n_pad).long().clamp(min=1)
+    return max(1, round(n_mask * n / n_pad))

@@ -5,9 +5,11 @@ which the official applies to the uint8 image), the long side is covered by ``ce
 short)`` square crops evenly spaced from edge to edge, the crops' scores are averaged where they
 overlap and resized back to the input size. benchmark-vfm-ss evaluates the same way.
 
-``window_inference`` works for any ``EncoderDecoder`` (it calls ``encode_decode``): select it
-with ``test_cfg=dict(mode='windows', crop_size=(512, 512))``; ``crop_batch`` (default 4 on a GPU,
-1 on the CPU) crops run at a time.
+``window_inference`` works for any ``EncoderDecoder`` (it calls ``encode_decode``);
+``BatchedSlideEncoderDecoder`` (and so ``EoMT``) runs it for
+``test_cfg=dict(mode='windows', crop_size=(512, 512))`` (mmseg's plain ``EncoderDecoder`` knows
+only ``whole`` and ``slide``); ``crop_batch`` (default 4 on a GPU, 1 on the CPU) crops run at a
+time.
 """
 import math
 from typing import List

@@ -18,7 +18,10 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
     * ``amp`` (bool, default False): inference under bf16 autocast; logits are returned in fp32.
     * ``compile`` (bool, default False): ``torch.compile`` the network (compiled on first use).
 
-    Training, ``whole`` mode and checkpoints are ``EncoderDecoder``'s.
+    Besides mmseg's ``whole`` and ``slide``, ``mode='windows'`` (with ``crop_size``) runs the
+    official EoMT evaluation windows (``eomt/windows.py``: short side to the crop, evenly spaced
+    square crops along the long side, scores averaged), for any head. Training, ``whole`` mode
+    and checkpoints are ``EncoderDecoder``'s.
     """
 
     def __init__(self, *args, **kwargs):
@@ -36,6 +39,12 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = fn(inputs, batch_img_metas)
         return logits.float() if amp else logits
+
+    def inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+        if (self.test_cfg or {}).get('mode') == 'windows':
+            from ..eomt.windows import window_inference  # not at the top: eomt imports this
+            return window_inference(self, inputs, batch_img_metas)
+        return super().inference(inputs, batch_img_metas)
 
     def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
         h_stride, w_stride = self.test_cfg.stride
