@@ -1,18 +1,27 @@
 """Training and inference speed, memory and FLOPs of configs, side by side on the same inputs.
 
     python tools/benchmark.py CONFIG [CONFIG ...] [--batch 2] [--infer-batch 16 1] [--crop 512]
-        [--iters 10] [--device cpu|cuda] [--amp] [--compile] [--json OUT]
+        [--iters 10] [--device cpu|cuda] [--amp] [--compile] [--profile-infer]
+        [--reference-inference] [--json OUT]
 
 Per config (random weights, random images and labels, the config's own optimizer and param groups):
 * training step time (forward + loss + backward + optimizer step), median after warm-up;
 * peak training memory above the idle process (CUDA: peak allocated; CPU: peak RSS, each config in
   a fresh process so one config's peak cannot hide another's);
-* training FLOPs per step (forward, and backward only where gradients flow), counted by
-  ``torch.utils.flop_counter`` (matmuls, convs, attention; the CPU attention kernel added);
+* training FLOPs per step (forward, and backward only where gradients flow) and inference FLOPs
+  per image, counted by ``torch.utils.flop_counter`` (matmuls, convs, attention; added here: the
+  CPU attention kernel, and the taps of ``grid_sample`` and of bilinear/bicubic resizing, i.e.
+  the deformable convs' sampling, whose GEMM torch counts, and the final resize of the logits;
+  elementwise ops, norms and activations are not counted, as in torch's counter);
 * inference images/s (forward + logits resized to the crop, no grad), at each ``--infer-batch``
-  (default: the training ``--batch``);
+  (default: the training ``--batch``), and against the first config: time ratio, FLOP ratio and
+  their quotient (1.0: this config runs as many FLOPs per second as the first);
 * where the training time goes (trunk, task head, prior head + fusion, decode head, loss,
-  backward, optimizer), from ``torch.profiler`` ranges;
+  backward, optimizer, and the whole forward), from ``torch.profiler`` ranges; with
+  ``--profile-infer`` also where one inference pass goes (the model's named ranges and the
+  operators with the most self time);
+* EoMT configs (``custom_imports``) train with masked attention on (the start of training) and
+  infer with it annealed away (``attn_mask_probs`` 0, a trained model);
 * with ``--slide``: mmseg's one-crop-at-a-time slide inference vs ours on a larger image;
 * with ``--cts 0,0.15,0.3,0.45``: instead of the above, inference images/s of the frozen trunk
   (policy included) and of the whole model at each token-sharing reduction, against the same
@@ -34,6 +43,7 @@ import time
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
@@ -47,17 +57,56 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 import mmseg_custom  # noqa: F401 (registers the models)
 
-STAGES = ['trunk', 'task_head', 'prior_fusion', 'decode_head', 'loss', 'backward', 'optimizer']
+# Training stages: the model's ``vitsplit.*`` ranges (models without them, e.g. EoMT, show '-')
+# and the benchmark's own; 'forward' is the whole forward pass with the loss.
+STAGES = ['trunk', 'task_head', 'prior_fusion', 'decode_head', 'loss', 'forward', 'backward',
+          'optimizer']
+# Inference ranges: the model's ``vitsplit.*`` ranges inside the benchmark's 'inference'.
+INFER_STAGES = ['trunk', 'task_head', 'prior_head', 'fusion', 'prior_fusion', 'decode_head',
+                'inference']
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _resize_flops(taps):
+    # Each output value reads `taps` inputs: one multiply and one add per tap.
+    return lambda x, *a, out_shape=None, **kw: 2 * taps * _numel(out_shape)
+
+
+def _grid_sample_flops(x, grid, mode, *a, out_shape=None, **kw):
+    taps = {0: 4, 1: 0, 2: 16}.get(mode, 4)  # bilinear, nearest, bicubic
+    return 2 * taps * _numel(out_shape)
+
+
+def _grid_sample_backward_flops(grad, x, grid, mode, *a, out_shape=None, **kw):
+    # Gradients of the input (scatter of each tap) and of the grid (4 products per tap).
+    taps = {0: 4, 1: 0, 2: 16}.get(mode, 4)
+    return 2 * 2 * taps * _numel(grad)
 
 
 def flop_counter():
     aten = torch.ops.aten
-    # torch counts SDPA's CUDA kernels but not the CPU flash kernel: same formula.
+    # Keys are overload packets (FlopCounterMode looks up ``func._overloadpacket``; an overload
+    # such as ``.default`` would never match). torch counts SDPA's CUDA kernels but not the CPU
+    # flash kernel: same formula.
     mapping = {
-        aten._scaled_dot_product_flash_attention_for_cpu.default:
+        aten._scaled_dot_product_flash_attention_for_cpu:
         lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
-        aten._scaled_dot_product_flash_attention_for_cpu_backward.default:
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
         lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
+        # torch counts neither sampling nor resizing. The deformable convs (models/utils/
+        # deform_conv.py) sample with grid_sample, beside GEMMs that torch counts.
+        aten.grid_sampler_2d: _grid_sample_flops,
+        aten.grid_sampler_2d_backward: _grid_sample_backward_flops,
+        aten.upsample_bilinear2d: _resize_flops(4),
+        aten.upsample_bilinear2d_backward:  # each output gradient goes back to 4 inputs
+        lambda g, *a, out_shape=None, **kw: 2 * 4 * _numel(g),
+        aten.upsample_bicubic2d: _resize_flops(16),
     }
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
@@ -90,7 +139,14 @@ def make_batch(cfg, batch, crop, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, crop, crop, generator=g).to(device)
     num_classes = cfg.model.decode_head.num_classes
-    labels = torch.randint(0, num_classes, (batch, 1, crop, crop), generator=g)
+    # Blocky labels, at most 12 classes an image (ADE20K images hold about 10): mask-classification
+    # heads (EoMT, Mask2Former) match one target mask per class present, as on real data. The
+    # linear head's loss costs the same whatever the labels.
+    cells = max(1, crop // 64)
+    pools = torch.stack([torch.randperm(num_classes, generator=g)[:12] for _ in range(batch)])
+    picks = torch.randint(0, pools.shape[1], (batch, cells * cells), generator=g)
+    labels = pools.gather(1, picks).view(batch, 1, cells, cells).float()
+    labels = F.interpolate(labels, size=(crop, crop), mode='nearest').long()
     labels[:, :, :crop // 16] = 255
     samples = []
     for i in range(batch):
@@ -138,6 +194,7 @@ class Bench:
 
     def train_step(self):
         self.model.train()
+        set_mask_probs(self.model, 1.0)
         with torch.profiler.record_function('forward'), self.amp:
             losses = self.loss_fn(self.x, self.samples)
             loss = sum(v for k, v in losses.items() if 'loss' in k)
@@ -152,9 +209,17 @@ class Bench:
     def infer(self, batch):
         x = self.infer_x[batch]
         self.model.eval()
-        with self.amp:
+        set_mask_probs(self.model, 0.0)
+        with torch.profiler.record_function('inference'), self.amp:
             self.infer_fn(x, [dict(img_shape=tuple(x.shape[2:]))] * batch)
         sync(self.device)
+
+
+def set_mask_probs(model, value):
+    """EoMT's masked-attention probabilities: 1 at the start of training, 0 once annealed."""
+    probs = getattr(getattr(model, 'decode_head', None), 'attn_mask_probs', None)
+    if isinstance(probs, torch.Tensor):
+        probs.fill_(value)
 
 
 def timed(fn):
@@ -185,10 +250,13 @@ def measure_alone(config, args):
     stages = profile_stages(b.train_step, args.device)
     with flop_counter() as fc:
         b.infer(args.infer_batch[0])
-    return dict(config=config, train_gflop=train_flops / 1e9, train_peak_mib=peak / 2**20,
-                infer_gflop_per_img=fc.get_total_flops() / 1e9 / args.infer_batch[0],
-                stages_ms=stages,
-                trainable=sum(p.numel() for p in b.model.parameters() if p.requires_grad))
+    out = dict(config=config, train_gflop=train_flops / 1e9, train_peak_mib=peak / 2**20,
+               infer_gflop_per_img=fc.get_total_flops() / 1e9 / args.infer_batch[0],
+               stages_ms=stages,
+               trainable=sum(p.numel() for p in b.model.parameters() if p.requires_grad))
+    if args.profile_infer:
+        out['infer_profile'] = profile_inference(b, args.infer_batch[0], args.device)
+    return out
 
 
 def measure_times(configs, args):
@@ -234,6 +302,40 @@ def profile_stages(train_step, device):
             t = evt.device_time_total if device.startswith('cuda') else evt.cpu_time_total
             totals[name] = totals.get(name, 0) + t / 1e3
     return {k: round(totals[k], 2) for k in STAGES if k in totals}
+
+
+def profile_inference(b, batch, device, runs=3, top=14):
+    """Where one inference pass goes: the model's named ranges (ms) and the operators with the
+    most self time (ms, calls), each the median over ``runs`` profiled passes."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith('cuda'):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    cuda = device.startswith('cuda')
+    b.infer(batch)
+    ranges, ops = [], []
+    for _ in range(runs):
+        with torch.profiler.profile(activities=activities) as prof:
+            b.infer(batch)
+        r, o = {}, {}
+        for evt in prof.key_averages():
+            key = evt.key[len('vitsplit.'):] if evt.key.startswith('vitsplit.') else evt.key
+            if key in INFER_STAGES:
+                t = evt.device_time_total if cuda else evt.cpu_time_total
+                r[key] = r.get(key, 0) + t / 1e3
+            elif not evt.key.startswith(('vitsplit.', 'inference', 'ProfilerStep')):
+                t = evt.self_device_time_total if cuda else evt.self_cpu_time_total
+                o[evt.key] = (t / 1e3, evt.count)
+        ranges.append(r)
+        ops.append(o)
+    med = lambda vals: statistics.median(vals) if vals else 0.0  # noqa: E731
+    stage_ms = {k: round(med([r[k] for r in ranges if k in r]), 2)
+                for k in INFER_STAGES if any(k in r for r in ranges)}
+    names = set().union(*ops)
+    op_ms = {n: (med([o[n][0] for o in ops if n in o]), max(o[n][1] for o in ops if n in o))
+             for n in names}
+    top_ops = sorted(op_ms.items(), key=lambda kv: -kv[1][0])[:top]
+    return dict(batch=batch, stages_ms=stage_ms,
+                top_ops=[dict(op=n, self_ms=round(ms, 2), calls=c) for n, (ms, c) in top_ops])
 
 
 def measure_slide(model, args, amp):
@@ -402,6 +504,20 @@ def print_cts_table(config, rows):
             f'{r[k]:>17.3f}{r[k] / ref[k]:>10.2f}' for _, k in cols))
 
 
+def add_infer_ratios(results):
+    """Per config and inference batch, against the first config: time ratio (seconds per image),
+    FLOP ratio (inference FLOPs per image) and time ratio / FLOP ratio."""
+    ref = results[0]
+    for r in results:
+        flop_ratio = r['infer_gflop_per_img'] / ref['infer_gflop_per_img']
+        r['infer_flop_ratio'] = flop_ratio
+        r['infer_vs_ref'] = {}
+        for n, img_s in r['infer_img_s_by_batch'].items():
+            time_ratio = ref['infer_img_s_by_batch'][n] / img_s
+            r['infer_vs_ref'][n] = dict(time_ratio=time_ratio, flop_ratio=flop_ratio,
+                                        time_per_flop=time_ratio / flop_ratio)
+
+
 def print_table(results):
     ref = results[0]
     batches = list(ref['infer_img_s_by_batch'])
@@ -413,6 +529,16 @@ def print_table(results):
               f'{r["train_gflop"]:>9.1f}{r["train_gflop"] / ref["train_gflop"]:>7.2f}'
               f'{r["train_peak_mib"]:>10.0f}{r["train_peak_mib"] / ref["train_peak_mib"]:>7.2f}'
               + ''.join(f'{r["infer_img_s_by_batch"][n]:>13.2f}' for n in batches))
+    print('\ninference against the first config (time x = its img/s / this img/s; '
+          'time/FLOP = time x / FLOP x, 1.00: as many FLOPs per second as the first):')
+    print(f'{"config":<58}{"GFLOP/img":>11}{"FLOP x":>8}'
+          + ''.join(f'{"img/s b" + n:>12}{"time x":>8}{"time/FLOP":>11}' for n in batches))
+    for r in results:
+        name = os.path.basename(r['config'])[:57]
+        print(f'{name:<58}{r["infer_gflop_per_img"]:>11.1f}{r["infer_flop_ratio"]:>8.2f}'
+              + ''.join(f'{r["infer_img_s_by_batch"][n]:>12.3f}'
+                        f'{r["infer_vs_ref"][n]["time_ratio"]:>8.2f}'
+                        f'{r["infer_vs_ref"][n]["time_per_flop"]:>11.2f}' for n in batches))
     print('\nwhere one training step goes (ms; profiled step, so totals exceed the median):')
     print(f'{"config":<58}' + ''.join(f'{s:>13}' for s in STAGES))
     for r in results:
@@ -420,6 +546,15 @@ def print_table(results):
         # A stage the model does not have (no task head in a baseline) is '-', not 0.
         print(f'{name:<58}' + ''.join(f'{r["stages_ms"][s]:>13.1f}' if s in r['stages_ms']
                                       else f'{"-":>13}' for s in STAGES))
+    for r in results:
+        prof = r.get('infer_profile')
+        if not prof:
+            continue
+        print(f'\nwhere one inference pass goes, {os.path.basename(r["config"])}, batch '
+              f'{prof["batch"]} (ms, median of 3 profiled passes): '
+              + ', '.join(f'{k} {v:.1f}' for k, v in prof['stages_ms'].items()))
+        for op in prof['top_ops']:
+            print(f'    {op["op"]:<48}{op["self_ms"]:>10.1f} ms{op["calls"]:>7} calls')
     if any('slide_mmseg_ms' in r for r in results):
         print('\nslide inference, one image of crop x 2*crop (ms):')
         for r in results:
@@ -443,6 +578,12 @@ def main():
     parser.add_argument('--amp', action='store_true', help='bf16 autocast')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
     parser.add_argument('--slide', action='store_true', help='also time slide inference')
+    parser.add_argument('--reference-inference', action='store_true',
+                        help='CPU inference with the linear heads in NCHW, as training runs them '
+                        '(inference runs them channels-last since 2026-12-02): the layout\'s gain '
+                        'measured in one run; same results up to float rounding')
+    parser.add_argument('--profile-infer', action='store_true',
+                        help='also profile one inference pass per config (named ranges, top ops)')
     parser.add_argument('--threads', type=int, default=0, help='torch threads on CPU (0: default)')
     parser.add_argument('--json', help='write all figures here')
     parser.add_argument('--cts', metavar='R,R,...',
@@ -454,6 +595,9 @@ def main():
     parser.add_argument('--one', help=argparse.SUPPRESS)  # child process: measure one config
     args = parser.parse_args()
     args.infer_batch = args.infer_batch or [args.batch]
+    if args.reference_inference:
+        from mmseg_custom.models.decode_heads.linear_heads import _BNLinearHead
+        _BNLinearHead.channels_last_inference = False
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
@@ -493,6 +637,7 @@ def main():
         r.update(times[r['config']], device=args.device, batch=args.batch,
                  infer_batch=args.infer_batch, crop=args.crop,
                  amp=args.amp, compile=args.compile)
+    add_infer_ratios(results)
     print(f'\n{torch.__version__}, {args.device}, batch {args.batch} (inference '
           f'{", ".join(map(str, args.infer_batch))}), crop {args.crop}, '
           f'amp {args.amp}, compile {args.compile}, threads {torch.get_num_threads()}')

@@ -8,6 +8,7 @@ from mmseg.registry import MODELS
 
 import mmseg_custom  # noqa: F401
 from mmseg_custom.models.backbones.vit_split import convert_original_keys
+from mmseg_custom.models.decode_heads.linear_heads import _BNLinearHead, channels_last
 
 init_default_scope('mmseg')
 TINY_TRUNK = dict(type='DINOv2', arch=dict(embed_dims=64, depth=4, num_heads=2))
@@ -146,3 +147,32 @@ def test_convert_original_keys_drops_only_bn_norm():
     convert_original_keys(sd, 'backbone.')
     assert sd == {'backbone.prior_head.offsets.bias': 2, 'backbone.fusion.proj.weight': 3,
                   'decode_head.up.0.weight': 4}
+
+
+# CPU inference runs the linear heads channels-last: same results as NCHW (training's layout).
+
+
+def test_channels_last_restrides_batch_one_token_maps_without_a_copy():
+    tokens = torch.randn(1, 20, 8)
+    x = tokens.transpose(1, 2).reshape(1, 8, 4, 5)  # what to_map gives at batch 1
+    y = channels_last(x)
+    assert y.data_ptr() == x.data_ptr() and torch.equal(y, x)
+    assert y.stride() == (160, 1, 40, 8)
+    z = channels_last(torch.randn(2, 8, 4, 5))
+    assert z.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('train', [False, True])
+def test_segmentor_fast_inference_equals_reference(batch, train, monkeypatch):
+    model = tiny_segmentor()
+    randomize(model)
+    model.train(train)
+    x = torch.randn(batch, 3, 56, 70)
+    metas = [dict(img_shape=(56, 70))] * batch
+    with torch.no_grad():
+        fast = model.encode_decode(x, metas)
+        monkeypatch.setattr(_BNLinearHead, 'channels_last_inference', False)
+        ref = model.encode_decode(x, metas)
+    assert ref.is_contiguous()
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)

@@ -168,8 +168,10 @@ class ViTSplit(BaseModule):
                 tokens = self.trunk.apply_block(blk, tokens, grid)
             task = unshared_map(self.trunk, tokens, grid)
         with record_function('vitsplit.prior_fusion'):
-            prior = self.prior_head(self.combine_frozen(feats))
-            return (self.fusion(torch.cat([prior, task], dim=1)), )
+            with record_function('vitsplit.prior_head'):
+                prior = self.prior_head(self.combine_frozen(feats))
+            with record_function('vitsplit.fusion'):
+                return (self.fusion(torch.cat([prior, task], dim=1)), )
 
 
 class LearnableGate(nn.Module):
