@@ -153,7 +153,9 @@ def test_demo_head_option_picks_the_config_and_refuses_what_does_not_run(capsys)
                            '--head eomt runs on --trunk dinov2-pretrained or dinov2; there is no '
                            'EoMT demo config for --trunk dinov3'),
                           (['--head', 'eomt', '--cts'],
-                           'token sharing is not implemented for the EoMT encoders')):
+                           'token sharing is not implemented for the EoMT encoders'),
+                          (['--head', 'eomt', '--trunk', 'dinov2', '--config', VITSPLIT_EOMT],
+                           'sets its own trunk: give one of the two')):
         with pytest.raises(SystemExit) as exit_:
             demo.parse_args(argv)
         assert exit_.value.code == 2

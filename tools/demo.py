@@ -108,6 +108,9 @@ def parse_args(argv=None):
         if args.trunk not in EOMT_TRUNKS:
             parser.error(f'--head eomt runs on --trunk {" or ".join(EOMT_TRUNKS)}; there is no '
                          f'EoMT demo config for --trunk {args.trunk}')
+    if args.head == 'eomt' and args.config is not None and args.trunk != DEFAULT_TRUNK:
+        parser.error(f'--head eomt --trunk {args.trunk} adapts the default EoMT demo config; '
+                     f'--config {args.config} sets its own trunk: give one of the two')
     if args.config is None:
         if args.cts:
             args.config = CTS_CONFIG

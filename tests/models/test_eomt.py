@@ -425,3 +425,18 @@ def test_masks_of_a_padded_input_cover_the_image():
     assert out.shape == (1, 2, h, w)
     yy, xx = torch.meshgrid(torch.arange(h) + .5, torch.arange(w) + .5, indexing='ij')
     torch.testing.assert_close(out[0], torch.stack([xx + 3, yy + 3]).double())
+
+
+def test_annealing_cut_by_the_end_of_training_is_refused():
+    """Training that stops inside a window would leave random masked attention at inference."""
+    hook = EoMTMaskAnnealingHook([100, 200], [200, 300])
+
+    class Runner:
+        max_iters = 250
+
+    with pytest.raises(ValueError, match=r'stops at iteration 250, inside the annealing window'):
+        hook.before_train(Runner)
+    for max_iters in (300, 400, 50):  # all windows done, or (a smoke run) none started
+        Runner.max_iters = max_iters
+        hook.before_train(Runner)
+

@@ -58,3 +58,12 @@ def test_windows_mode_with_one_window_is_whole_inference():
         model.test_cfg = ConfigDict(mode='whole')
         whole = model.inference(x, [dict(m, pad_shape=(56, 56)) for m in metas])
     torch.testing.assert_close(windows, whole, rtol=0, atol=1e-6)
+
+
+def test_windows_mode_refuses_rectangular_crops():
+    import pytest
+    model = vitsplit_segmentor(mode='windows', crop_size=(56, 112))
+    with pytest.raises(ValueError, match=r'takes square crops .* crop_size=\(56, 112\)'):
+        model.inference(torch.zeros(1, 3, 56, 56), [dict(img_shape=(56, 56),
+                                                         ori_shape=(56, 56))])
+

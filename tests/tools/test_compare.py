@@ -391,6 +391,38 @@ def test_eomt_methods_are_built_from_the_row_s_vitsplit_config(compare, tmp_path
     assert _trainable(eomt, 'decode_head.') == _trainable(split, 'decode_head.')
 
 
+def test_annealing_windows_end_before_the_schedule_for_many_query_blocks(compare):
+    """Rows with more task-head blocks than the official 4 fit their windows into its 81.5 %."""
+    row = compare.BENCHMARKS['cityscapes']['dinov2_l']  # 10 task-head blocks
+    cfg = compare.cell_config(row, 'vitsplit_eomt', 0, None, [])
+    (anneal, ) = [h for h in cfg.custom_hooks if h.type == 'EoMTMaskAnnealingHook']
+    max_iters = cfg.train_cfg.max_iters
+    assert len(anneal.start_iters) == cfg.model.decode_head.num_blocks == 10
+    assert max(anneal.end_iters) <= round(0.815 * max_iters)
+    assert anneal.start_iters == sorted(anneal.start_iters)
+
+
+def test_a_finished_cell_of_another_protocol_runs_again(compare, tmp_path, monkeypatch, capsys):
+    row = compare.BENCHMARKS['shapes']['dinov2_tiny']
+    cfg = compare.cell_config(row, 'vitsplit', 0, 4, [], 'windows')
+    assert compare.protocol(cfg) == dict(iters=4, test_mode='windows')
+    directory = compare.cell_dir(str(tmp_path), 'shapes', 'dinov2_tiny', 'vitsplit', 0)
+    os.makedirs(directory)
+    key = dict(dataset='shapes', trunk='dinov2_tiny', method='vitsplit', seed=0)
+    compare._write_json(osp.join(directory, 'result.json'),
+                        dict(key, status='ok', mIoU=50.0, iters=4, test_mode='whole'))
+    ran = []
+    monkeypatch.setattr(compare, 'run_one', lambda key, *a, **k: ran.append(key) or dict(
+        key, status='failed', error='not run in this test'))
+    argv = ['--methods', 'vitsplit', '--iters', '4', '--work-dir', str(tmp_path)]
+    compare.run_matrix(compare.parse_args(argv + ['--test-mode', 'windows']))
+    assert ran == [key]
+    assert "was run with test_mode='whole' (now 'windows')" in capsys.readouterr().err
+    ran.clear()
+    compare.run_matrix(compare.parse_args(argv + ['--test-mode', 'whole']))
+    assert ran == []  # the same protocol: kept
+
+
 def test_test_mode_sets_every_cell_s_evaluation(compare):
     row = compare.BENCHMARKS['shapes']['dinov2_tiny']
     ade = compare.BENCHMARKS['ade20k']['dinov2_s']

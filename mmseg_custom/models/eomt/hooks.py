@@ -29,6 +29,21 @@ class EoMTMaskAnnealingHook(Hook):
             raise ValueError('EoMTMaskAnnealingHook: start_iters and end_iters differ in length')
         self.start_iters, self.end_iters, self.power = list(start_iters), list(end_iters), power
 
+    def before_train(self, runner) -> None:
+        # A window that the training stops inside leaves its block's masks on with a probability
+        # strictly between 0 and 1: inference would then sample random masks (a different
+        # prediction at each run). Windows wholly after the end (masks always on: a short smoke
+        # run) and wholly before it are fine.
+        end = runner.max_iters
+        cut = [(s, e) for s, e in zip(self.start_iters, self.end_iters) if s < end < e]
+        if cut:
+            raise ValueError(
+                f'EoMTMaskAnnealingHook: training stops at iteration {end}, inside the annealing '
+                f'window(s) {cut} (start_iters={self.start_iters}, end_iters={self.end_iters}): '
+                'the model would keep random masked attention. Set the windows to end by '
+                'train_cfg.max_iters (custom_hooks), or shorten the schedule with a tool that '
+                'scales them: tools/demo.py --iters, tools/compare.py --iters.')
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         model = getattr(runner.model, 'module', runner.model)
         probs = model.decode_head.attn_mask_probs

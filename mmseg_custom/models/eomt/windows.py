@@ -29,7 +29,11 @@ def window_starts(length: int, crop: int) -> List[int]:
 def window_inference(model, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
     """(B, C, H, W) scores of ``inputs`` (B, 3, H, W) by the official evaluation windows."""
     cfg = model.test_cfg
-    crop = min(cfg.crop_size)
+    if cfg.crop_size[0] != cfg.crop_size[1]:
+        raise ValueError(f"test_cfg mode='windows' takes square crops (the official windows); "
+                         f'got crop_size={tuple(cfg.crop_size)}: set crop_size=(n, n), or use '
+                         "mode='slide' for rectangular crops")
+    crop = cfg.crop_size[0]
     batch, _, h, w = inputs.shape
     factor = max(cfg.crop_size[0] / h, cfg.crop_size[1] / w)
     size = (round(h * factor), round(w * factor))
