@@ -250,8 +250,11 @@ def test_the_plot_is_announced_only_when_written(compare, tmp_path, capsys):
 # ---------------------------------------------------------------- the cell's process and lock
 
 # A parent running one cell whose process writes its PID and sleeps.
+# Ctrl-C as in a terminal: a test run started in the background (`cmd &` without job control)
+# hands its children SIGINT ignored, and Python then keeps it ignored.
 PARENT = """
-import importlib.util, sys
+import importlib.util, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 spec = importlib.util.spec_from_file_location('compare', sys.argv[1])
 compare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(compare)
