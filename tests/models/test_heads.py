@@ -67,19 +67,7 @@ def test_resized_cross_entropy_both_paths_equal_plain_resize(chunk_above, align_
 
 @pytest.mark.parametrize('crop_batch', [3, None], ids=['3 crops', 'device default'])
 def test_batched_slide_equals_mmseg_slide(crop_batch):
-    cfg = dict(
-        type='BatchedSlideEncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
-        backbone=dict(type='ViTSplit', trunk=dict(type='DINOv2', arch=dict(
-            embed_dims=32, depth=3, num_heads=2)), out_indices=[0, 2], select_layers=[2],
-            channels=32),
-        decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
-                         num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
-        test_cfg=ConfigDict(mode='slide', crop_size=(42, 56), stride=(28, 30),
-                            crop_batch=crop_batch))
-    model = MODELS.build(cfg)
-    model.init_weights()
-    model.eval()
+    model = toy_segmentor(mode='slide', crop_size=(42, 56), stride=(28, 30), crop_batch=crop_batch)
     x = torch.randn(2, 3, 90, 131)
     metas = [dict(img_shape=(90, 131), ori_shape=(90, 131))] * 2
     with torch.no_grad():
@@ -88,7 +76,9 @@ def test_batched_slide_equals_mmseg_slide(crop_batch):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
-def slide_segmentor(crop_size, stride):
+def toy_segmentor(**test_cfg):
+    """A toy ViT-Split BatchedSlideEncoderDecoder (seeded weights, eval) with this test_cfg."""
+    init_default_scope('mmseg')
     cfg = dict(
         type='BatchedSlideEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
@@ -97,7 +87,8 @@ def slide_segmentor(crop_size, stride):
             channels=32),
         decode_head=dict(type='ConvUpsampleLinearBNHead', in_channels=32, channels=32,
                          num_classes=4, dropout_ratio=0, norm_cfg=dict(type='BN')),
-        test_cfg=ConfigDict(mode='slide', crop_size=crop_size, stride=stride))
+        test_cfg=ConfigDict(test_cfg))
+    torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
     return model.eval()
@@ -105,7 +96,7 @@ def slide_segmentor(crop_size, stride):
 
 def test_slide_crops_that_leave_pixels_uncovered_are_an_error():
     # Stride above the crop: three crops a side leave rows 42..49 and columns 56..59 in none.
-    model = slide_segmentor(crop_size=(42, 56), stride=(50, 60))
+    model = toy_segmentor(mode='slide', crop_size=(42, 56), stride=(50, 60))
     metas = [dict(img_shape=(150, 200), ori_shape=(150, 200), img_path='val/0.jpg')]
     with pytest.raises(ValueError, match=r'val/0.jpg .*stride \(50, 60\) leave pixels of the '
                        r'height from 42 on in no crop.*model.test_cfg.stride=42,56'):
@@ -114,12 +105,58 @@ def test_slide_crops_that_leave_pixels_uncovered_are_an_error():
 
 def test_slide_stride_above_crop_is_fine_where_crops_still_cover():
     # Two crops a side (the Pascal configs' stride 512 > crop 480 on 520 px images): covered.
-    model = slide_segmentor(crop_size=(42, 56), stride=(50, 60))
+    model = toy_segmentor(mode='slide', crop_size=(42, 56), stride=(50, 60))
     x, metas = torch.randn(1, 3, 80, 100), [dict(img_shape=(80, 100), ori_shape=(80, 100))]
     with torch.no_grad():
         ours = model.slide_inference(x, [dict(m) for m in metas])
         ref = EncoderDecoder.slide_inference(model, x, [dict(m) for m in metas])
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+# test_cfg.mode='windows' (EoMT's official evaluation windows) on any BatchedSlideEncoderDecoder:
+# a ViT-Split model's scores are the crops' logits averaged by hand.
+
+
+def test_windows_mode_averages_the_crops_by_hand():
+    # 56 x 84 with crop 56: the short side is the crop already (no resize); ceil(84 / 56) = 2
+    # windows spaced edge to edge, at x = 0 and 28, overlapping on columns 28..55.
+    model = toy_segmentor(mode='windows', crop_size=(56, 56))
+    x = torch.randn(1, 3, 56, 84)
+    metas = [dict(img_shape=(56, 84), ori_shape=(56, 84))]
+    crop_metas = [dict(img_shape=torch.Size((56, 56)), ori_shape=(56, 84))]
+    with torch.no_grad():
+        scores = model.inference(x, [dict(m) for m in metas])
+        left = model.encode_decode(x[..., 0:56], crop_metas)
+        right = model.encode_decode(x[..., 28:84], crop_metas)
+    expected = torch.zeros(1, 4, 56, 84)
+    count = torch.zeros(1, 1, 56, 84)
+    expected[..., 0:56] += left
+    expected[..., 28:84] += right
+    count[..., 0:56] += 1
+    count[..., 28:84] += 1
+    expected /= count
+    assert scores.shape == (1, 4, 56, 84)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores[..., :28], left[..., :28], rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores[..., 56:], right[..., 28:], rtol=0, atol=1e-6)
+
+
+def test_windows_mode_with_one_window_is_whole_inference():
+    model = toy_segmentor(mode='windows', crop_size=(56, 56))
+    x = torch.randn(2, 3, 56, 56)
+    metas = [dict(img_shape=(56, 56), ori_shape=(56, 56))] * 2
+    with torch.no_grad():
+        windows = model.inference(x, [dict(m) for m in metas])
+        model.test_cfg = ConfigDict(mode='whole')
+        whole = model.inference(x, [dict(m, pad_shape=(56, 56)) for m in metas])
+    torch.testing.assert_close(windows, whole, rtol=0, atol=1e-6)
+
+
+def test_windows_mode_refuses_rectangular_crops():
+    model = toy_segmentor(mode='windows', crop_size=(56, 112))
+    with pytest.raises(ValueError, match=r'takes square crops .* crop_size=\(56, 112\)'):
+        model.inference(torch.zeros(1, 3, 56, 56), [dict(img_shape=(56, 56),
+                                                         ori_shape=(56, 56))])
 
 
 def test_class_weighted_loss_takes_mmseg_path():
