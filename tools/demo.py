@@ -108,9 +108,9 @@ def parse_args(argv=None):
         if args.trunk not in EOMT_TRUNKS:
             parser.error(f'--head eomt runs on --trunk {" or ".join(EOMT_TRUNKS)}; there is no '
                          f'EoMT demo config for --trunk {args.trunk}')
-    if args.head == 'eomt' and args.config is not None and args.trunk != DEFAULT_TRUNK:
-        parser.error(f'--head eomt --trunk {args.trunk} adapts the default EoMT demo config; '
-                     f'--config {args.config} sets its own trunk: give one of the two')
+        if args.config is not None and args.trunk != DEFAULT_TRUNK:
+            parser.error(f'--head eomt --trunk {args.trunk} adapts the default EoMT demo config; '
+                         f'--config {args.config} sets its own trunk: give one of the two')
     if args.config is None:
         if args.cts:
             args.config = CTS_CONFIG
@@ -127,7 +127,7 @@ def build_config(args):
     cfg.work_dir = args.work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = args.data_root
-    if args.head == 'eomt' and osp.abspath(args.config) == EOMT_CONFIG:
+    if args.head == 'eomt':  # parse_args allows another --trunk with the default config only
         cfg.merge_from_dict(EOMT_TRUNKS[args.trunk])
     if args.iters is not None:
         scale_schedule(cfg, args.iters)
